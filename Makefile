@@ -1,0 +1,31 @@
+# The two commands: `make book` and `make test`. Each sets up its own environment (.venv, from uv.lock).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export IS2CLOUD_MODE ?= local
+
+.PHONY: env test book bench archive clean lock
+
+env:
+	@bash scripts/bootstrap.sh
+
+## make test: the whole test suite (unit, integration against the embedded local cloud, notebooks)
+test: env
+	$(PY) -m pytest -q
+
+## make book: execute every notebook against the embedded local cloud and build _build/html
+book: env
+	$(PY) -m is2cloud.cli sample-data --preset book
+	$(VENV)/bin/jupyter-book build . --all -W --keep-going || { cat _build/html/reports/*.log 2>/dev/null; exit 1; }
+
+## make bench: performance figures (book and bench scale, in-region profile) -> results/bench.csv
+bench: env
+	$(PY) -m is2cloud.cli bench
+
+archive: env
+	$(PY) -m is2cloud.cli sample-data --preset book
+
+lock:
+	uv lock --python $$(bash -c 'ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 | tail -1')
+
+clean:
+	rm -rf _build .pytest_cache

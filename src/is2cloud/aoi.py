@@ -1,0 +1,245 @@
+"""Areas of interest: loading, validation, antimeridian handling and the point-in-AOI rule.
+
+Every method in the book clips with :meth:`AOI.contains`, so they all agree on the boundary rule:
+**a point on the AOI boundary is inside** (``shapely.intersects_xy``, planar in lon/lat degrees,
+the same geometry model geopandas uses for EPSG:4326).
+
+AOIs are kept in EPSG:4326 with longitudes in [-180, 180]. A polygon that crosses the antimeridian
+(written either with longitudes beyond +-180, or with a jump of more than 180 degrees between two
+vertices) is split into a MultiPolygon at +-180.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import shapely
+import shapely.affinity
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
+from shapely.geometry.polygon import orient
+
+
+class AOIError(ValueError):
+    """An area of interest that cannot be used, with the reason in the message."""
+
+
+@dataclass(frozen=True)
+class AOI:
+    geometry: Polygon | MultiPolygon
+    name: str = "aoi"
+
+    # -- geometry ---------------------------------------------------------------------------
+    @property
+    def parts(self) -> list[Polygon]:
+        g = self.geometry
+        return list(g.geoms) if isinstance(g, MultiPolygon) else [g]
+
+    @property
+    def crosses_antimeridian(self) -> bool:
+        return len(self.parts) > 1 and any(np.isclose(abs(b), 180.0) for p in self.parts for b in p.bounds[::2])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north); for an antimeridian AOI west > east, as in GeoJSON bboxes."""
+        if not self.crosses_antimeridian:
+            return tuple(self.geometry.bounds)  # type: ignore[return-value]
+        east_parts = [p for p in self.parts if p.bounds[0] >= 0]
+        west_parts = [p for p in self.parts if p.bounds[0] < 0]
+        w = min(p.bounds[0] for p in east_parts)
+        e = max(p.bounds[2] for p in west_parts)
+        s = min(p.bounds[1] for p in self.parts)
+        n = max(p.bounds[3] for p in self.parts)
+        return (w, s, e, n)
+
+    @property
+    def bboxes(self) -> list[tuple[float, float, float, float]]:
+        """One (west, south, east, north) box per part, each with west <= east."""
+        return [tuple(p.bounds) for p in self.parts]  # type: ignore[misc]
+
+    def contains(self, lon: Any, lat: Any) -> np.ndarray:
+        """Vectorized point-in-AOI test; points on the boundary are inside."""
+        lon = np.asarray(lon, dtype="f8")
+        lat = np.asarray(lat, dtype="f8")
+        return shapely.intersects_xy(self._prepared, lon, lat)
+
+    @property
+    def _prepared(self) -> Polygon | MultiPolygon:
+        g = self.geometry
+        shapely.prepare(g)
+        return g
+
+    # -- exports ----------------------------------------------------------------------------
+    def to_geojson(self) -> dict[str, Any]:
+        return {
+            "type": "FeatureCollection",
+            "features": [{"type": "Feature", "properties": {"name": self.name}, "geometry": mapping(self.geometry)}],
+        }
+
+    def to_gdf(self):  # -> geopandas.GeoDataFrame
+        import geopandas as gpd
+
+        return gpd.GeoDataFrame({"name": [self.name]}, geometry=[self.geometry], crs="EPSG:4326")
+
+    def polygons_lonlat(self) -> list[list[tuple[float, float]]]:
+        """Exterior rings, counter-clockwise and closed (the form CMR and SlideRule expect)."""
+        return [[(float(x), float(y)) for x, y in orient(p, 1.0).exterior.coords] for p in self.parts]
+
+    def sliderule_poly(self) -> list[dict[str, float]]:
+        """SlideRule's ``poly``: the counter-clockwise convex hull as ``[{"lon", "lat"}, ...]``."""
+        if self.crosses_antimeridian:
+            raise AOIError("SlideRule's poly cannot describe an AOI that crosses the antimeridian; split the request")
+        hull = orient(self.geometry.convex_hull, 1.0)
+        return [{"lon": float(x), "lat": float(y)} for x, y in hull.exterior.coords]
+
+    def __repr__(self) -> str:
+        w, s, e, n = self.bounds
+        return f"AOI({self.name!r}, bounds=({w:.4f}, {s:.4f}, {e:.4f}, {n:.4f}), parts={len(self.parts)})"
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def load_aoi(source: Any, name: str | None = None) -> AOI:
+    """Load and validate an AOI.
+
+    ``source`` may be a path to a GeoJSON file, a GeoJSON dict or string, a shapely Polygon or
+    MultiPolygon, a GeoDataFrame/GeoSeries, a 4-number bbox ``(west, south, east, north)``, or an AOI.
+    Raises :class:`AOIError` naming the problem: unreadable file, invalid JSON, no polygon, no area,
+    self-intersection, latitudes outside [-90, 90] (often lon/lat swapped), longitudes outside the
+    earth, or a projected CRS.
+    """
+    if isinstance(source, AOI):
+        return source
+    label = name
+    geom: Any
+    if isinstance(source, (str, Path)) and not (isinstance(source, str) and source.lstrip().startswith("{")):
+        path = Path(source)
+        label = label or path.stem
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise AOIError(f"cannot read AOI file {str(path)!r}: {exc.strerror or exc}") from None
+        geom = _from_geojson_text(text, str(path))
+    elif isinstance(source, str):
+        geom = _from_geojson_text(source, "AOI string")
+    elif isinstance(source, dict):
+        geom = _from_geojson(source, "AOI dict")
+    elif isinstance(source, (Polygon, MultiPolygon)):
+        geom = source
+    elif hasattr(source, "geometry") and hasattr(source, "crs"):
+        _check_crs(source.crs, "GeoDataFrame")
+        geom = shapely.union_all(np.asarray(source.geometry))
+    elif isinstance(source, (tuple, list)) and len(source) == 4 and all(isinstance(v, (int, float)) for v in source):
+        w, s, e, n = map(float, source)
+        if w > e:  # a bbox across the antimeridian
+            geom = MultiPolygon([box(w, s, 180.0, n), box(-180.0, s, e, n)])
+        else:
+            geom = box(w, s, e, n)
+    else:
+        raise AOIError(f"cannot make an AOI from {type(source).__name__}; give a GeoJSON path, dict, polygon or bbox")
+    return AOI(_validate(geom), name=label or "aoi")
+
+
+def _from_geojson_text(text: str, where: str) -> Any:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AOIError(f"{where} is not valid GeoJSON: {exc.msg} at line {exc.lineno}") from None
+    return _from_geojson(obj, where)
+
+
+def _from_geojson(obj: Any, where: str) -> Any:
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise AOIError(f"{where} is not GeoJSON (no 'type')")
+    crs = obj.get("crs", {}).get("properties", {}).get("name") if isinstance(obj.get("crs"), dict) else None
+    if crs:
+        _check_crs(crs, where)
+    kind = obj["type"]
+    try:
+        if kind == "FeatureCollection":
+            feats = obj.get("features") or []
+            geoms = [shape(f["geometry"]) for f in feats if f.get("geometry")]
+        elif kind == "Feature":
+            geoms = [shape(obj["geometry"])] if obj.get("geometry") else []
+        else:
+            geoms = [shape(obj)]
+    except Exception as exc:  # shapely raises several types for malformed coordinates
+        raise AOIError(f"{where} has a malformed geometry: {exc}") from None
+    polys = [g for g in geoms if isinstance(g, (Polygon, MultiPolygon))]
+    if not polys:
+        raise AOIError(f"{where} contains no Polygon or MultiPolygon")
+    parts: list[Polygon] = []
+    for g in polys:
+        parts.extend(g.geoms if isinstance(g, MultiPolygon) else [g])
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)
+
+
+def _check_crs(crs: Any, where: str) -> None:
+    if crs is None:
+        return
+    text = str(crs).upper()
+    ok = ("CRS84" in text) or ("4326" in text) or ("WGS 84" in text and "UTM" not in text)
+    if not ok:
+        raise AOIError(f"{where} is in CRS {crs}; give the AOI in longitude/latitude (EPSG:4326 / OGC:CRS84)")
+
+
+def _validate(geom: Any) -> Polygon | MultiPolygon:
+    if geom is None or geom.is_empty:
+        raise AOIError("the AOI is empty")
+    parts = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
+    xs = np.concatenate([np.asarray(p.exterior.coords)[:, 0] for p in parts])
+    ys = np.concatenate([np.asarray(p.exterior.coords)[:, 1] for p in parts])
+    if not np.all(np.isfinite(xs)) or not np.all(np.isfinite(ys)):
+        raise AOIError("the AOI has non-finite coordinates")
+    if np.any(np.abs(ys) > 90):
+        hint = " (they look like longitudes: are lon/lat swapped?)" if np.all(np.abs(xs) <= 90) else ""
+        raise AOIError(f"AOI latitudes {ys.min():.3f}..{ys.max():.3f} are outside [-90, 90]{hint}")
+    if np.any(np.abs(xs) > 540):
+        raise AOIError(f"AOI longitudes {xs.min():.3f}..{xs.max():.3f} are outside the earth; give degrees")
+    for p in parts:
+        ring = np.unique(np.asarray(p.exterior.coords), axis=0)
+        if len(ring) < 3 or np.linalg.matrix_rank(ring - ring.mean(axis=0), tol=1e-12) < 2:
+            raise AOIError("the AOI has no area (a point, a line or a degenerate polygon)")
+        if not p.is_valid:
+            reason = shapely.is_valid_reason(p)
+            raise AOIError(f"the AOI polygon is invalid: {reason}; fix it (e.g. remove the self-intersection)")
+    parts = [_unwrap(p) for p in parts]
+    split: list[Polygon] = []
+    for p in parts:
+        split.extend(_split_at_antimeridian(p))
+    if not split:
+        raise AOIError("the AOI has no area")
+    return split[0] if len(split) == 1 else MultiPolygon(split)
+
+
+def _unwrap(p: Polygon) -> Polygon:
+    """Make a ring continuous in longitude: if two consecutive vertices jump by more than 180 degrees,
+    the ring crosses the antimeridian, so shift its negative longitudes by +360."""
+    x = np.asarray(p.exterior.coords)[:, 0]
+    if np.any(np.abs(np.diff(x)) > 180):
+        shift = lambda c: [((xx + 360.0) if xx < 0 else xx, yy) for xx, yy in c]  # noqa: E731
+        return Polygon(shift(p.exterior.coords), [shift(r.coords) for r in p.interiors])
+    return p
+
+
+def _split_at_antimeridian(p: Polygon) -> Iterable[Polygon]:
+    minx, miny, maxx, maxy = p.bounds
+    out: list[Polygon] = []
+    for lo, hi, offset in ((-540.0, -180.0, 360.0), (-180.0, 180.0, 0.0), (180.0, 540.0, -360.0)):
+        if maxx <= lo or minx >= hi:
+            continue
+        piece = p.intersection(box(lo, miny - 1, hi, maxy + 1))
+        for g in getattr(piece, "geoms", [piece]):
+            if isinstance(g, Polygon) and g.area > 0:
+                out.append(shapely.affinity.translate(g, xoff=offset) if offset else g)
+    return out
+
+
+def bbox_intersects(aoi: AOI, west: float, south: float, east: float, north: float) -> bool:
+    """Does the box (west <= east) intersect any part of the AOI (boundary included)?"""
+    return any(not (e < west or w > east or n < south or s > north) for (w, s, e, n) in aoi.bboxes)
+
