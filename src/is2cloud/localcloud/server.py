@@ -1,0 +1,623 @@
+"""The embedded cloud's server process: moto (S3 + STS) behind a network model.
+
+Run as ``python -m is2cloud.localcloud.server`` (the :class:`~is2cloud.localcloud.LocalCloud` handle and
+``is2cloud serve`` do this). It binds to 127.0.0.1 only and prints one JSON line with its endpoint.
+
+A WSGI middleware in front of moto's own application does what moto does not:
+
+* **Network model** (server side, so every client sees the same world): a seeded time to first
+  byte before each response and a per-connection bandwidth limit on response and request bodies.
+* **Fault injection** (seeded): 503 SlowDown, 500 InternalError, or a connection reset half way
+  through the body, at a set rate, on object reads.
+* **Request ledger**: verb, bucket, key, byte range, body bytes, status, duration, fault, for every
+  request, readable and resettable at ``/_is2cloud/ledger``.
+* **Archive mount**: the files of a generated archive appear as objects of their bucket, backed by
+  the files themselves (no copy), and the archive bucket is read-only as NSIDC's is.
+* **Range reads from the store**: moto answers a ranged GET by copying the whole object; here
+  GET/HEAD of an object read only the requested bytes of moto's stored value, so a 30 ms
+  network model is not drowned by server overhead on large granules.
+
+Everything else (PUT, multipart, list, delete, STS) is moto's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+from urllib.parse import parse_qs
+
+from is2cloud.settings import PROFILES, Profile, get_profile
+
+log = logging.getLogger("is2cloud.localcloud")
+
+CONTROL_PREFIX = "/_is2cloud/"
+FAULT_KINDS = ("503", "500", "reset")
+CHUNK = 64 * 1024
+ACCOUNT_ID = "123456789012"
+
+
+# -- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Faults:
+    rate: float = 0.0
+    kinds: tuple[str, ...] = FAULT_KINDS
+    seed: int = 0
+    verbs: tuple[str, ...] = ("GET",)
+
+    def validate(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"fault rate {self.rate} is not in [0, 1]")
+        bad = [k for k in self.kinds if k not in FAULT_KINDS]
+        if bad or not self.kinds:
+            raise ValueError(f"unknown fault kinds {bad or self.kinds}; choose from {', '.join(FAULT_KINDS)}")
+
+
+@dataclass
+class LedgerEntry:
+    seq: int
+    verb: str
+    bucket: str
+    key: str
+    range_start: int | None
+    range_end: int | None
+    bytes: int
+    status: int
+    start_s: float
+    duration_s: float
+    fault: str | None = None
+    service: str = "s3"
+    upload_bytes: int = 0
+
+
+@dataclass
+class ServerState:
+    profile: Profile
+    seed: int
+    archive_bucket: str
+    faults: Faults = field(default_factory=Faults)
+    ledger: list[LedgerEntry] = field(default_factory=list)
+    seq: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(default_factory=random.Random)
+    fault_rng: random.Random = field(default_factory=random.Random)
+    epoch: float = field(default_factory=time.monotonic)
+    canary: Path | None = None
+
+    def next_seq(self) -> int:
+        with self.lock:
+            self.seq += 1
+            return self.seq
+
+    def latency(self) -> float:
+        p = self.profile
+        if p.latency_s <= 0:
+            return 0.0
+        with self.lock:
+            z = self.rng.gauss(0.0, 1.0)
+        return max(0.5 * p.latency_s, p.latency_s * (1.0 + p.jitter * z))
+
+    def draw_fault(self, verb: str) -> str | None:
+        f = self.faults
+        if f.rate <= 0 or verb not in f.verbs:
+            return None
+        with self.lock:
+            if self.fault_rng.random() >= f.rate:
+                return None
+            return self.fault_rng.choice(f.kinds)
+
+    def record(self, entry: LedgerEntry) -> None:
+        with self.lock:
+            self.ledger.append(entry)
+
+    def remember_secret(self, *secrets: str) -> None:
+        """Test hook: append secrets this server issued to the canary file, if one is configured."""
+        if self.canary is None:
+            return
+        with self.lock, open(self.canary, "a") as fh:
+            for s in secrets:
+                if s:
+                    fh.write(s + "\n")
+
+
+# -- archive mount -----------------------------------------------------------------------------
+
+
+class FileBackedValue(io.RawIOBase):
+    """Read-only stand-in for moto's SpooledTemporaryFile, backed by an archive file (no copy)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self.fd).st_size
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self.pos
+        data = os.pread(self.fd, n, self.pos)
+        self.pos += len(data)
+        return data
+
+    def pread(self, n: int, offset: int) -> bytes:
+        return os.pread(self.fd, n, offset)
+
+    def write(self, *_: Any) -> int:
+        raise PermissionError("archive objects are read-only")
+
+    def truncate(self, *_: Any) -> int:
+        raise PermissionError("archive objects are read-only")
+
+
+def s3_backend() -> Any:
+    from moto.s3.models import s3_backends
+
+    return s3_backends[ACCOUNT_ID]["aws"]
+
+
+def mount_archive(archive_root: Path, region: str) -> int:
+    """Register every file of ``archive_root/objects/<bucket>/<key>`` as an object of moto's store."""
+    objects_dir = archive_root / "objects"
+    manifest_path = archive_root / "manifest.json"
+    etags: dict[tuple[str, str], str] = {}
+    if manifest_path.exists():
+        for o in json.loads(manifest_path.read_text()).get("objects", []):
+            etags[(o["bucket"], o["key"])] = o.get("etag", "")
+    backend = s3_backend()
+    count = 0
+    for bucket_dir in sorted(p for p in objects_dir.iterdir() if p.is_dir()):
+        bucket = bucket_dir.name
+        ensure_bucket(bucket, region)
+        for path in sorted(bucket_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            key = path.relative_to(bucket_dir).as_posix()
+            fake = backend.put_object(bucket, key, b"")
+            value = FileBackedValue(path)
+            fake._value_buffer = value
+            fake.contentsize = value.size
+            fake._etag = etags.get((bucket, key)) or _md5_file(path)
+            fake.last_modified = _utc_from_ts(path.stat().st_mtime)
+            count += 1
+    return count
+
+
+def ensure_bucket(bucket: str, region: str) -> None:
+    backend = s3_backend()
+    try:
+        backend.get_bucket(bucket)
+    except Exception:
+        backend.create_bucket(bucket, region)
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _utc_from_ts(ts: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).replace(tzinfo=None)
+
+
+# -- the middleware ----------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class ConnectionReset(Exception):
+    """Raised inside a body iterator after the socket has been reset on purpose."""
+
+
+class NetworkModelApp:
+    def __init__(self, app: Callable[..., Iterable[bytes]], state: ServerState):
+        self.app = app
+        self.state = state
+
+    # WSGI entry point
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = _path(environ)
+        if path.startswith(CONTROL_PREFIX):
+            return self.control(environ, start_response, path[len(CONTROL_PREFIX):])
+        return self.modelled(environ, start_response, path)
+
+    # -- control plane (never modelled, never in the ledger) --------------------------------------
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any], what: str) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        st = self.state
+        try:
+            if what == "health":
+                body: Any = {"ok": True}
+            elif what == "ledger" and method == "DELETE":
+                with st.lock:
+                    st.ledger.clear()
+                body = {"ok": True}
+            elif what == "ledger":
+                since = int(parse_qs(environ.get("QUERY_STRING", "")).get("since", ["0"])[0])
+                with st.lock:
+                    rows = [asdict(e) for e in st.ledger if e.seq > since]
+                body = rows
+            elif what == "config" and method in ("PUT", "POST"):
+                cfg = json.loads(_read_body(environ) or b"{}")
+                if "profile" in cfg:
+                    prof = get_profile(cfg["profile"])
+                    with st.lock:
+                        st.profile = prof
+                if "faults" in cfg:
+                    f = Faults(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["faults"].items()})
+                    f.validate()
+                    with st.lock:
+                        st.faults = f
+                        st.fault_rng = random.Random(f.seed)
+                body = self._config()
+            elif what == "config":
+                body = self._config()
+            else:
+                return _respond(start_response, 404, {"error": f"no control endpoint {what!r}"})
+        except (ValueError, TypeError) as exc:
+            return _respond(start_response, 400, {"error": str(exc)})
+        return _respond(start_response, 200, body)
+
+    def _config(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "profile": asdict(st.profile),
+            "faults": asdict(st.faults),
+            "seq": st.seq,
+            "archive_bucket": st.archive_bucket,
+            "profiles": list(PROFILES),
+        }
+
+    # -- data plane ------------------------------------------------------------------------------
+    def modelled(self, environ: dict[str, Any], start_response: Callable[..., Any], path: str) -> Iterable[bytes]:
+        st = self.state
+        t0 = time.monotonic()
+        seq = st.next_seq()
+        verb = environ["REQUEST_METHOD"]
+        bucket, key = _split_path(path)
+        query = environ.get("QUERY_STRING", "")
+        rng = _parse_range(environ.get("HTTP_RANGE"))
+        service = "s3"
+        body_peek: bytes | None = None
+        if path == "/" and verb == "POST":
+            body_peek = _read_body(environ)
+            environ["wsgi.input"] = io.BytesIO(body_peek)
+            action = parse_qs(body_peek.decode("latin-1")).get("Action", [""])[0]
+            service = "sts" if action.startswith(("Assume", "GetCaller", "GetSession")) else "s3"
+
+        entry = LedgerEntry(seq, verb, bucket, key, rng[0] if rng else None, rng[1] if rng else None, 0, 0,
+                            round(t0 - st.epoch, 6), 0.0, None, service)
+        profile = st.profile
+
+        # Request body (uploads) crosses the modelled network too.
+        upload = int(environ.get("CONTENT_LENGTH") or 0)
+        entry.upload_bytes = upload
+        latency = st.latency()
+        delay = latency + (upload / profile.bandwidth_Bps if profile.bandwidth_Bps and upload else 0.0)
+
+        fault = st.draw_fault(verb) if key else None
+        entry.fault = fault
+        if delay:
+            time.sleep(delay)
+
+        # The archive bucket is read-only, as NSIDC's protected bucket is for users.
+        if bucket == st.archive_bucket and key and verb in ("PUT", "POST", "DELETE"):
+            return self._finish(entry, t0, start_response, *_s3_error(403, "AccessDenied", "Access Denied", key))
+        if fault in ("503", "500"):
+            code, msg = ("SlowDown", "Please reduce your request rate.") if fault == "503" else (
+                "InternalError", "We encountered an internal error. Please try again.")
+            return self._finish(entry, t0, start_response, *_s3_error(int(fault), code, msg, key))
+
+        fast = self._fast_object(verb, bucket, key, query, environ, rng)
+        if fast is not None:
+            status, headers, chunks = fast
+            return self._finish(entry, t0, start_response, status, headers, chunks, fault=fault, environ=environ)
+
+        # Everything else is moto's.
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., Any]:
+            captured["status"] = int(status.split()[0])
+            captured["headers"] = headers
+            return lambda data: None
+
+        inner = self.app(environ, capture)
+        if service == "sts":
+            data = b"".join(inner)
+            if hasattr(inner, "close"):
+                inner.close()
+            self._remember_sts_secrets(data)
+            inner = [data]
+        return self._finish(entry, t0, start_response, captured.get("status", 500), captured.get("headers", []),
+                            inner, fault=fault, environ=environ)
+
+    def _remember_sts_secrets(self, xml: bytes) -> None:
+        text = xml.decode("utf-8", "replace")
+        found = re.findall(r"<(?:SecretAccessKey|SessionToken)>([^<]+)</", text)
+        self.state.remember_secret(*found)
+
+    def _fast_object(self, verb: str, bucket: str, key: str, query: str, environ: dict[str, Any],
+                     rng: tuple[int | None, int | None] | None) -> tuple[int, list[tuple[str, str]], Iterable[bytes]] | None:
+        """Serve GET/HEAD of an existing object straight from the store; None = let moto answer."""
+        if verb not in ("GET", "HEAD") or not bucket or not key:
+            return None
+        if query and set(parse_qs(query, keep_blank_values=True)) - {"x-id"}:
+            return None
+        if any(h in environ for h in ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+                                      "HTTP_IF_UNMODIFIED_SINCE")):
+            return None
+        if environ.get("HTTP_RANGE") and rng is None:
+            return None  # multi-range or malformed: moto's semantics
+        try:
+            fake = s3_backend().get_object(bucket, key)
+        except Exception:
+            return None
+        if fake is None:
+            return None
+        size = int(fake.size)
+        headers = [
+            ("Content-Type", fake.metadata.get("Content-Type", "binary/octet-stream") if hasattr(fake, "metadata")
+             else "binary/octet-stream"),
+            ("ETag", f'"{fake.etag.strip(chr(34))}"'),
+            ("Last-Modified", formatdate(_epoch_seconds(fake.last_modified), usegmt=True)),
+            ("Accept-Ranges", "bytes"),
+            ("x-amz-request-id", uuid.uuid4().hex[:16].upper()),
+        ]
+        status = 200
+        start, end = 0, size - 1
+        if rng is not None:
+            a, b = rng
+            if a is None:  # suffix range
+                if not b:
+                    return None
+                start, end = max(0, size - b), size - 1
+            else:
+                if a >= size:
+                    return None  # InvalidRange from moto
+                start, end = a, size - 1 if b is None else min(b, size - 1)
+            status = 206
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        length = max(0, end - start + 1)
+        headers.append(("Content-Length", str(length)))
+        if verb == "HEAD":
+            return status, headers, []
+        return status, headers, _read_chunks(fake, start, length)
+
+    def _finish(self, entry: LedgerEntry, t0: float, start_response: Callable[..., Any], status: int,
+                headers: list[tuple[str, str]], chunks: Iterable[bytes], *, fault: str | None = None,
+                environ: dict[str, Any] | None = None) -> Iterable[bytes]:
+        entry.status = status
+        start_response(f"{status} {_REASONS.get(status, 'OK')}", list(headers))
+        bandwidth = self.state.profile.bandwidth_Bps
+        declared = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
+        reset_at = (declared // 2) if (fault == "reset" and declared and declared > 1) else None
+        if fault == "reset" and reset_at is None:
+            entry.fault = None  # nothing to cut: an empty body cannot be reset half way
+        return self._stream(entry, t0, chunks, bandwidth, reset_at, environ)
+
+    def _stream(self, entry: LedgerEntry, t0: float, chunks: Iterable[bytes], bandwidth: float,
+                reset_at: int | None, environ: dict[str, Any] | None) -> Iterator[bytes]:
+        sent = 0
+        body_t0 = time.monotonic()
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while len(view):
+                    piece = view[:CHUNK]
+                    view = view[CHUNK:]
+                    if reset_at is not None and sent + len(piece) >= reset_at:
+                        piece = piece[: max(0, reset_at - sent)]
+                        if len(piece):
+                            sent += len(piece)
+                            yield bytes(piece)
+                        _reset_socket(environ)
+                        raise ConnectionReset()
+                    sent += len(piece)
+                    if bandwidth:
+                        wait = body_t0 + sent / bandwidth - time.monotonic()
+                        if wait > 0:
+                            time.sleep(wait)
+                    yield bytes(piece)
+        finally:
+            if hasattr(chunks, "close"):
+                try:
+                    chunks.close()  # type: ignore[union-attr]
+                except Exception:
+                    pass
+            entry.bytes = sent
+            entry.duration_s = round(time.monotonic() - t0, 6)
+            self.state.record(entry)
+
+
+def _read_chunks(fake: Any, start: int, length: int) -> Iterator[bytes]:
+    buf = fake._value_buffer
+    if isinstance(buf, FileBackedValue):
+        pos, end = start, start + length
+        while pos < end:
+            n = min(4 << 20, end - pos)
+            yield buf.pread(n, pos)
+            pos += n
+        return
+    with fake.lock:
+        buf.seek(start)
+        data = buf.read(length)
+    yield data
+
+
+def _reset_socket(environ: dict[str, Any] | None) -> None:
+    sock = (environ or {}).get("werkzeug.socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _epoch_seconds(naive_utc: Any) -> float:
+    import calendar
+
+    return float(calendar.timegm(naive_utc.timetuple()))
+
+
+def _path(environ: dict[str, Any]) -> str:
+    raw = environ.get("PATH_INFO", "/") or "/"
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
+def _split_path(path: str) -> tuple[str, str]:
+    parts = path.lstrip("/").split("/", 1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
+def _parse_range(value: str | None) -> tuple[int | None, int | None] | None:
+    if not value:
+        return None
+    m = _RANGE.match(value.strip())
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return None
+    a = int(m.group(1)) if m.group(1) else None
+    b = int(m.group(2)) if m.group(2) else None
+    if a is not None and b is not None and b < a:
+        return None
+    return a, b
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    return environ["wsgi.input"].read(n) if n else b""
+
+
+def _respond(start_response: Callable[..., Any], status: int, body: Any) -> list[bytes]:
+    data = json.dumps(body).encode()
+    start_response(f"{status} {_REASONS.get(status, 'OK')}",
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _s3_error(status: int, code: str, message: str, key: str) -> tuple[int, list[tuple[str, str]], list[bytes]]:
+    body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
+            f"<Key>{key}</Key><RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>").encode()
+    return status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], [body]
+
+
+_REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden",
+            404: "Not Found", 416: "Requested Range Not Satisfiable", 500: "Internal Server Error",
+            503: "Slow Down"}
+
+
+# -- process entry point -----------------------------------------------------------------------
+
+
+def build_app(state: ServerState) -> NetworkModelApp:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    return NetworkModelApp(DomainDispatcherApplication(create_backend_app), state)
+
+
+def serve(host: str, port: int, state: ServerState, region: str, archive: Path | None,
+          buckets: list[str], announce: Callable[[dict[str, Any]], None]) -> None:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"the local cloud binds to loopback only, not {host!r}")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    mounted = mount_archive(archive, region) if archive else 0
+    ensure_bucket(state.archive_bucket, region)
+    for b in buckets:
+        ensure_bucket(b, region)
+    try:
+        server = make_server(host, port, build_app(state), threaded=True, request_handler=MotoRequestHandler)
+    except OSError as exc:
+        raise OSError(f"cannot bind the local cloud to {host}:{port}: {exc.strerror or exc}") from None
+    server.daemon_threads = True
+    h, p = server.server_address[:2]
+    announce({"endpoint": f"http://{h}:{p}", "host": h, "port": p, "region": region, "pid": os.getpid(),
+              "archive_objects": mounted, "archive_bucket": state.archive_bucket, "buckets": buckets})
+
+    def stop(*_: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="is2cloud-localcloud-server")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--region", default="us-west-2")
+    ap.add_argument("--profile", default="none")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--archive", type=Path, default=None)
+    ap.add_argument("--archive-bucket", default="nsidc-cumulus-prod-protected")
+    ap.add_argument("--bucket", action="append", default=[])
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS))
+    ap.add_argument("--fault-seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    faults = Faults(args.fault_rate, tuple(k for k in args.fault_kinds.split(",") if k), args.fault_seed)
+    faults.validate()
+    canary = os.environ.get("IS2CLOUD_SECRETS_CANARY")
+    state = ServerState(profile=get_profile(args.profile), seed=args.seed, archive_bucket=args.archive_bucket,
+                        faults=faults, rng=random.Random(args.seed), fault_rng=random.Random(args.fault_seed),
+                        canary=Path(canary) if canary else None)
+
+    def announce(info: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+
+    try:
+        serve(args.host, args.port, state, args.region, args.archive, args.bucket, announce)
+    except OSError as exc:
+        sys.stdout.write(json.dumps({"error": str(exc)}) + "\n")
+        sys.stdout.flush()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
