@@ -140,7 +140,7 @@ class LocalCloud:
     def start(self) -> "LocalCloud":
         if self._proc is not None:
             return self
-        cmd = [sys.executable, "-m", "is2cloud.localcloud.server", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "is2cloud.localcloud", "--host", "127.0.0.1", "--port", str(self.port),
                "--region", self.region, "--profile", self.profile_name, "--seed", str(self.seed),
                "--archive-bucket", self.archive_bucket, "--fault-rate", str(self.fault_rate),
                "--fault-kinds", ",".join(self.fault_kinds), "--fault-seed", str(self.fault_seed)]

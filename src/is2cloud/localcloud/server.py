@@ -1,6 +1,6 @@
 """The embedded cloud's server process: moto (S3 + STS) behind a network model.
 
-Run as ``python -m is2cloud.localcloud.server`` (the :class:`~is2cloud.localcloud.LocalCloud` handle and
+Run as ``python -m is2cloud.localcloud`` (the :class:`~is2cloud.localcloud.LocalCloud` handle and
 ``is2cloud serve`` do this). It binds to 127.0.0.1 only and prints one JSON line with its endpoint.
 
 A WSGI middleware in front of moto's own application does what moto does not:
@@ -113,7 +113,8 @@ class ServerState:
             return 0.0
         with self.lock:
             z = self.rng.gauss(0.0, 1.0)
-        return max(0.5 * p.latency_s, p.latency_s * (1.0 + p.jitter * z))
+        # The profile's latency is the floor (the speed of light does not jitter down); jitter only adds.
+        return p.latency_s * (1.0 + p.jitter * abs(z))
 
     def draw_fault(self, verb: str) -> str | None:
         f = self.faults
@@ -568,10 +569,14 @@ def serve(host: str, port: int, state: ServerState, region: str, archive: Path |
     ensure_bucket(state.archive_bucket, region)
     for b in buckets:
         ensure_bucket(b, region)
-    try:
-        server = make_server(host, port, build_app(state), threaded=True, request_handler=MotoRequestHandler)
-    except OSError as exc:
-        raise OSError(f"cannot bind the local cloud to {host}:{port}: {exc.strerror or exc}") from None
+    if port:
+        # werkzeug prints and exits on a busy port; check first so the caller gets an error naming it.
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise OSError(f"cannot bind the local cloud to {host}:{port}: {exc.strerror or exc}") from None
+    server = make_server(host, port, build_app(state), threaded=True, request_handler=MotoRequestHandler)
     server.daemon_threads = True
     h, p = server.server_address[:2]
     announce({"endpoint": f"http://{h}:{p}", "host": h, "port": p, "region": region, "pid": os.getpid(),

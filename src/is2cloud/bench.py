@@ -1,0 +1,242 @@
+"""Measuring methods the same way: wall, CPU, peak memory, GETs and bytes, and the network lower bound.
+
+>>> with measure("baseline (tuned)", method="baseline", cloud=cloud, scale="book") as m:   # doctest: +SKIP
+...     gdf = baseline.subset(granules, aoi)
+...     m.rows = len(gdf)
+>>> m.wall_s, m.gets, m.get_bytes, m.lower_bound_s                                          # doctest: +SKIP
+
+* CPU and peak memory cover this process and its children (Dask workers), not the local cloud's
+  server process: the server stands in for S3, whose cost is not ours.
+* GETs and bytes come from the server's request ledger, so every client is counted the same way.
+  In earthdata mode there is no ledger; those fields stay empty.
+* The lower bound is what the network model alone costs for the observed traffic:
+  ``ceil(GETs / concurrency) * latency + bytes / (bandwidth * concurrency)``, with ``concurrency`` the
+  peak number of simultaneous requests seen in the ledger unless given.
+
+Each measurement is appended to a CSV results table (``results/measurements.csv`` by default, or
+``IS2CLOUD_RESULTS``) that the comparison chapter reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+import platform
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import psutil
+
+from is2cloud.settings import get_profile, get_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def results_path() -> Path:
+    env = os.environ.get("IS2CLOUD_RESULTS")
+    return Path(env) if env else REPO / "results" / "measurements.csv"
+
+
+@dataclass
+class Measurement:
+    name: str
+    method: str = ""
+    mode: str = ""
+    scale: str = ""
+    profile: str = ""
+    latency_s: float = 0.0
+    bandwidth_MBps: float = 0.0
+    wall_s: float = float("nan")
+    cpu_s: float = float("nan")
+    peak_rss_MB: float = float("nan")
+    requests: int | None = None
+    gets: int | None = None
+    get_bytes: int | None = None
+    faults: int | None = None
+    concurrency: int | None = None
+    lower_bound_s: float | None = None
+    granules: int | None = None
+    rows: int | None = None
+    physical_bytes: int | None = None  # compressed bytes of the chunks that intersect the AOI
+    notes: str = ""
+    timestamp: str = ""
+    host: str = field(default_factory=lambda: f"{platform.node()} ({os.cpu_count()} cpu)")
+
+    @property
+    def bytes_ratio(self) -> float | None:
+        """Bytes fetched / the physical limit (compressed bytes of the intersecting chunks)."""
+        if not self.get_bytes or not self.physical_bytes:
+            return None
+        return self.get_bytes / self.physical_bytes
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["bytes_ratio"] = self.bytes_ratio
+        return row
+
+    def __str__(self) -> str:
+        parts = [f"{self.name}: {self.wall_s:.2f} s wall, {self.cpu_s:.2f} s CPU, peak {self.peak_rss_MB:.0f} MB"]
+        if self.gets is not None:
+            parts.append(f"{self.gets} GETs, {self.get_bytes / 1e6:.2f} MB")
+        if self.lower_bound_s is not None:
+            parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}")
+        parts.append(f"[{self.mode}, scale={self.scale}, profile={self.profile}]")
+        return "; ".join(parts)
+
+
+class _TreeSampler:
+    """Samples CPU times and RSS of this process and its descendants (minus excluded pids)."""
+
+    def __init__(self, exclude: set[int], interval: float = 0.05):
+        self.exclude = exclude
+        self.interval = interval
+        self.peak = 0
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _procs(self) -> list[psutil.Process]:
+        me = psutil.Process()
+        try:
+            kids = me.children(recursive=True)
+        except psutil.Error:
+            kids = []
+        excluded: set[int] = set()
+        for pid in self.exclude:
+            excluded.add(pid)
+            try:
+                excluded.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+            except psutil.Error:
+                pass
+        return [me] + [k for k in kids if k.pid not in excluded]
+
+    def sample(self) -> None:
+        rss = 0
+        for p in self._procs():
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = t.user + t.system
+            except psutil.Error:
+                continue
+        self.peak = max(self.peak, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "_TreeSampler":
+        self.sample()
+        self.start_cpu = dict(self.cpu)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def cpu_used(self) -> float:
+        return sum(v - self.start_cpu.get(pid, 0.0) for pid, v in self.cpu.items())
+
+
+def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of requests in flight at once."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    best = cur = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def lower_bound(gets: int, nbytes: int, latency_s: float, bandwidth_Bps: float, concurrency: int) -> float:
+    """Time the network model alone needs: ``ceil(GETs/c) * latency + bytes / (bandwidth * c)``."""
+    c = max(1, concurrency)
+    t = math.ceil(gets / c) * latency_s
+    if bandwidth_Bps:
+        t += nbytes / (bandwidth_Bps * c)
+    return t
+
+
+@contextmanager
+def measure(
+    name: str,
+    *,
+    method: str = "",
+    cloud: Any = None,
+    scale: str | None = None,
+    concurrency: int | None = None,
+    record: bool = True,
+    results: str | Path | None = None,
+    notes: str = "",
+) -> Iterator[Measurement]:
+    """Measure the block; fill the yielded :class:`Measurement`; append it to the results table."""
+    settings = get_settings()
+    m = Measurement(name=name, method=method or name, mode=settings.mode, scale=scale or settings.scale, notes=notes)
+    if cloud is not None:
+        prof = cloud.profile
+        seq0 = cloud.seq
+        server_pid = getattr(getattr(cloud, "_proc", None), "pid", None)
+    else:
+        prof = get_profile(settings.profile) if settings.mode == "local" else None
+        seq0 = None
+        server_pid = None
+    m.profile = prof.name if prof else "aws"
+    m.latency_s = prof.latency_s if prof else 0.0
+    m.bandwidth_MBps = (prof.bandwidth_Bps / 1e6) if prof else 0.0
+    sampler = _TreeSampler({server_pid} if server_pid else set())
+    t0 = time.perf_counter()
+    with sampler:
+        yield m
+    m.wall_s = time.perf_counter() - t0
+    m.cpu_s = sampler.cpu_used()
+    m.peak_rss_MB = sampler.peak / 1e6
+    m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    if cloud is not None and seq0 is not None:
+        rows = cloud.ledger(since=seq0)
+        gets = [r for r in rows if r.verb == "GET" and r.key]
+        m.requests = len(rows)
+        m.gets = len(gets)
+        m.get_bytes = sum(r.bytes for r in gets)
+        m.faults = sum(1 for r in rows if r.fault)
+        m.concurrency = concurrency or max(1, peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in rows]))
+        m.lower_bound_s = lower_bound(m.gets, m.get_bytes, m.latency_s, m.bandwidth_MBps * 1e6, m.concurrency)
+    if record:
+        append_result(m, results)
+
+
+def append_result(m: Measurement, path: str | Path | None = None) -> Path:
+    path = Path(path) if path else results_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = m.as_row()
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    return path
+
+
+def load_results(path: str | Path | None = None):  # -> pandas.DataFrame
+    import pandas as pd
+
+    path = Path(path) if path else results_path()
+    if not path.exists():
+        return pd.DataFrame(columns=[f.name for f in fields(Measurement)] + ["bytes_ratio"])
+    return pd.read_csv(path)
+
+
+def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
+    """The published numbers (``data/published_timings.csv``), each with its source."""
+    import pandas as pd
+
+    return pd.read_csv(Path(path) if path else REPO / "data" / "published_timings.csv")

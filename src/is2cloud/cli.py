@@ -1,0 +1,154 @@
+"""Command line: ``is2cloud serve | sample-data | search | subset | index | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
+    from is2cloud.localcloud import LocalCloud
+    from is2cloud.settings import get_profile, get_settings
+
+    settings = get_settings()
+    profile = get_profile(args.profile or settings.profile)
+    archive = None
+    if args.preset != "none":
+        from is2cloud.granules import publish_archive
+
+        archive = publish_archive(args.preset, cache_dir=settings.cache_dir).root
+    cloud = LocalCloud(profile=profile.name, archive=archive, port=args.port, seed=settings.seed,
+                       fault_rate=args.fault_rate).start()
+    host_port = cloud.endpoint.removeprefix("http://")
+    print(f"""is2cloud local cloud (moto S3 + STS) on loopback
+  endpoint  {cloud.endpoint}
+  region    {cloud.region}
+  profile   {profile.name}: {profile.description}
+  buckets   {cloud.archive_bucket} (read-only archive, {getattr(cloud, 'archive_objects', 0)} objects), {', '.join(cloud.buckets)}
+  data      synthetic ICESat-2 granules ({args.preset} preset), not NASA data
+
+Point a notebook or script at it:
+  export IS2CLOUD_ENDPOINT={cloud.endpoint}
+  python -c 'from is2cloud.credentials import get_credentials; c = get_credentials(); print(c)'
+
+Then hand the credentials to a client (the adapters fill in endpoint, region and keys):
+  boto3    creds.boto3_client("s3")    boto3.client("s3", endpoint_url="{cloud.endpoint}", region_name="{cloud.region}", ...)
+  s3fs     creds.s3fs()                s3fs.S3FileSystem(endpoint_url="{cloud.endpoint}", key=..., secret=..., token=...)
+  obstore  creds.obstore(bucket)       S3Store(bucket, endpoint="{cloud.endpoint}", client_options={{"allow_http": True}}, ...)
+  pyarrow  creds.pyarrow_fs()          pyarrow.fs.S3FileSystem(endpoint_override="{host_port}", scheme="http", ...)
+  GDAL     creds.gdal_env()            AWS_S3_ENDPOINT={host_port} AWS_HTTPS=NO AWS_VIRTUAL_HOSTING=FALSE + AWS_* keys
+The embedded STS issues the keys (web identity, as on CryoCloud); they are never printed here.
+
+Press Ctrl-C to stop.""", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not cloud.running:
+            print("the local cloud stopped unexpectedly", file=sys.stderr)
+            return 1
+    cloud.stop()
+    print("stopped.")
+    return 0
+
+
+# -- sample-data ---------------------------------------------------------------------------------
+
+
+@command("sample-data")
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    import time
+
+    from is2cloud.settings import get_settings
+
+    settings = get_settings()
+    t0 = time.perf_counter()
+    if args.aoi:
+        from is2cloud.granules import sample_data
+
+        cycles = [int(c) for c in args.cycles.split(",")] if args.cycles else None
+        archive = sample_data(args.aoi, args.product, cycles=cycles, out_dir=args.out, seed=settings.seed)
+    else:
+        from is2cloud.granules import publish_archive
+
+        archive = publish_archive(args.preset, cache_dir=settings.cache_dir, force=args.force)
+    print(f"{archive} ready in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+# -- search --------------------------------------------------------------------------------------
+
+
+@command("search")
+def cmd_search(args: argparse.Namespace) -> int:
+    from is2cloud.catalog import find_granules
+
+    temporal = tuple(args.temporal.split(",")) if args.temporal else None
+    granules = find_granules(args.aoi, args.product, args.version, temporal=temporal)
+    total = 0.0
+    for g in granules:
+        size = float(g.size())
+        total += size
+        print(f"{g['umm']['GranuleUR']}  {size:8.1f} MB  {g.data_links(access='direct')[0]}")
+    print(f"{len(granules)} granules, {total:.1f} MB")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="is2cloud", description="ICESat-2 in the Cloud: helper commands")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the embedded local cloud until Ctrl-C")
+    s.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free port)")
+    s.add_argument("--profile", default=None, help="network profile: none, in-region, remote")
+    s.add_argument("--preset", default="book", help="archive to serve: test, book, bench or none")
+    s.add_argument("--fault-rate", type=float, default=0.0, help="fraction of GETs that fail (503/500/reset)")
+
+    s = sub.add_parser("sample-data", help="generate and cache a synthetic archive")
+    s.add_argument("--preset", default="book", help="test, book or bench")
+    s.add_argument("--aoi", type=Path, default=None, help="GeoJSON AOI (instead of a preset)")
+    s.add_argument("--product", default="ATL06", help="ATL06 or ATL03 (with --aoi)")
+    s.add_argument("--cycles", default=None, help="comma-separated cycles (with --aoi)")
+    s.add_argument("--out", type=Path, default=None, help="output folder (with --aoi)")
+    s.add_argument("--force", action="store_true", help="regenerate even if cached")
+
+    s = sub.add_parser("search", help="find granules for an AOI")
+    s.add_argument("--aoi", type=Path, required=True)
+    s.add_argument("--product", default="ATL06")
+    s.add_argument("--version", default="006")
+    s.add_argument("--temporal", default=None, help="start,end (ISO dates)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"is2cloud {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The embedded cloud: loopback binding, ledger, network model, faults, read-only archive, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import obstore
+import pytest
+from botocore.exceptions import ClientError, ResponseStreamingError
+
+from is2cloud.localcloud import LocalCloud, LocalCloudError
+
+DATA = os.urandom(1_500_000)
+
+
+@pytest.fixture(scope="module")
+def creds(cloud):
+    c = cloud.credentials()
+    c.boto3_client().put_object(Bucket="is2cloud-scratch", Key="blob.bin", Body=DATA)
+    return c
+
+
+def test_binds_to_loopback_on_a_free_port(cloud):
+    assert cloud.endpoint.startswith("http://127.0.0.1:")
+    assert cloud.port > 0
+
+
+def test_ledger_counts_gets_exactly(cloud, creds):
+    s3 = creds.boto3_client()
+    cloud.reset_ledger()
+    ranges = [(0, 99), (1000, 1999), (5, 5), (1_400_000, 1_499_999)]
+    for a, b in ranges:
+        assert s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin", Range=f"bytes={a}-{b}")["Body"].read() == DATA[a:b + 1]
+    rows = [r for r in cloud.ledger() if r.verb == "GET"]
+    assert [(r.range_start, r.range_end) for r in rows] == ranges
+    assert [r.bytes for r in rows] == [b - a + 1 for a, b in ranges]
+    assert all(r.key == "blob.bin" and r.bucket == "is2cloud-scratch" and r.status == 206 for r in rows)
+    summary = cloud.summary()
+    assert summary.gets == len(ranges) and summary.get_bytes == sum(b - a + 1 for a, b in ranges)
+    cloud.reset_ledger()
+    assert cloud.ledger() == []
+
+
+def test_ledger_since_reads_only_new_requests(cloud, creds):
+    s3 = creds.boto3_client()
+    s3.head_object(Bucket="is2cloud-scratch", Key="blob.bin")
+    seq = cloud.seq
+    s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin", Range="bytes=0-9")["Body"].read()
+    rows = cloud.ledger(since=seq)
+    assert [(r.verb, r.bytes) for r in rows] == [("GET", 10)]
+
+
+def test_in_region_profile_n_sequential_gets_take_n_latencies(cloud, creds):
+    s3 = creds.boto3_client()
+    cloud.set_profile("in-region")
+    try:
+        n = 8
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin", Range="bytes=0-0")["Body"].read()
+        elapsed = time.perf_counter() - t0
+    finally:
+        cloud.set_profile("none")
+    assert cloud.profile.name == "none"
+    assert elapsed >= n * 0.030
+
+
+def test_bandwidth_limits_a_large_body(cloud, creds):
+    s3 = creds.boto3_client()
+    cloud.set_profile("remote")  # 20 MB/s per connection, 100 ms first byte
+    try:
+        t0 = time.perf_counter()
+        s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin")["Body"].read()
+        elapsed = time.perf_counter() - t0
+    finally:
+        cloud.set_profile("none")
+    assert elapsed >= 0.100 + len(DATA) / 20e6
+
+
+@pytest.mark.parametrize("kind", ["503", "500", "reset"])
+def test_faults_are_injected_and_every_client_still_reads(cloud, creds, kind):
+    a, b = 1000, 900_999
+    want = DATA[a:b + 1]
+    cloud.set_faults(0.35, kinds=[kind], seed=11)
+    cloud.reset_ledger()
+    try:
+        fs = creds.s3fs()
+        for _ in range(4):
+            with fs.open("is2cloud-scratch/blob.bin", "rb", cache_type="none") as f:
+                f.seek(a)
+                assert f.read(b - a + 1) == want
+        store = creds.obstore("is2cloud-scratch")
+        for _ in range(4):
+            assert bytes(obstore.get_range(store, "blob.bin", start=a, end=b + 1)) == want
+        pfs = creds.pyarrow_fs()
+        for _ in range(4):
+            with pfs.open_input_file("is2cloud-scratch/blob.bin") as f:
+                f.seek(a)
+                assert f.read(b - a + 1) == want
+        # boto3 retries failed requests itself; a body cut off mid-stream is retried by the caller.
+        s3 = creds.boto3_client()
+        for _ in range(4):
+            for attempt in range(10):
+                try:
+                    body = s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin", Range=f"bytes={a}-{b}")["Body"].read()
+                    break
+                except ResponseStreamingError:
+                    continue
+            assert body == want
+    finally:
+        cloud.set_faults(0.0)
+    faults = [r for r in cloud.ledger() if r.fault]
+    assert faults and {r.fault for r in faults} == {kind}
+    if kind == "reset":
+        assert all(0 < r.bytes < (b - a + 1) for r in faults)
+    else:
+        assert all(r.status == int(kind) for r in faults)
+
+
+def test_unknown_profile_and_fault_kind_are_clear_errors(cloud):
+    with pytest.raises(ValueError, match="unknown network profile 'lunar'.*in-region"):
+        LocalCloud(profile="lunar")
+    with pytest.raises(ValueError, match="unknown network profile"):
+        cloud.set_profile("lunar")
+    with pytest.raises(LocalCloudError, match="unknown fault kinds"):
+        cloud.set_faults(0.1, kinds=["meteor"])
+    with pytest.raises(LocalCloudError, match="not in \\[0, 1\\]"):
+        cloud.set_faults(1.5)
+
+
+def test_port_in_use_is_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(LocalCloudError, match=f"cannot bind the local cloud to 127.0.0.1:{port}"):
+            LocalCloud(port=port).start()
+
+
+def test_not_an_archive_is_a_clear_error(tmp_path):
+    with pytest.raises(LocalCloudError, match="is not a generated archive"):
+        LocalCloud(archive=tmp_path)
+
+
+def test_archive_is_mounted_read_only(tmp_path):
+    obj = tmp_path / "objects" / "nsidc-cumulus-prod-protected" / "ATLAS" / "ATL06" / "006" / "x.h5"
+    obj.parent.mkdir(parents=True)
+    payload = os.urandom(200_000)
+    obj.write_bytes(payload)
+    with LocalCloud(archive=tmp_path) as c:
+        s3 = c.credentials().boto3_client()
+        head = s3.head_object(Bucket="nsidc-cumulus-prod-protected", Key="ATLAS/ATL06/006/x.h5")
+        assert head["ContentLength"] == len(payload)
+        got = s3.get_object(Bucket="nsidc-cumulus-prod-protected", Key="ATLAS/ATL06/006/x.h5", Range="bytes=10-19")
+        assert got["Body"].read() == payload[10:20]
+        listed = s3.list_objects_v2(Bucket="nsidc-cumulus-prod-protected", Prefix="ATLAS/")
+        assert [o["Key"] for o in listed["Contents"]] == ["ATLAS/ATL06/006/x.h5"]
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.put_object(Bucket="nsidc-cumulus-prod-protected", Key="ATLAS/ATL06/006/x.h5", Body=b"no")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            s3.delete_object(Bucket="nsidc-cumulus-prod-protected", Key="ATLAS/ATL06/006/x.h5")
+    assert obj.read_bytes() == payload
+
+
+def test_serve_prints_how_to_connect_and_stops_on_ctrl_c(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "is2cloud.cli", "serve", "--preset", "none", "--profile", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C" in line or not line:
+                break
+        text = "".join(lines)
+        assert "endpoint  http://127.0.0.1:" in text
+        for client in ("boto3", "s3fs", "obstore", "pyarrow", "GDAL"):
+            assert client in text
+        endpoint = text.split("endpoint  ")[1].split()[0]
+        connected = LocalCloud.connect(endpoint)
+        assert connected.profile.name == "none"
+        creds = connected.credentials()
+        assert creds.secret_access_key not in text and creds.access_key_id not in text
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "stopped." in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
