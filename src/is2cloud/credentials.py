@@ -337,10 +337,15 @@ def from_web_identity(
         expiration=c["Expiration"].astimezone(UTC),
         region=region,
         endpoint_url=endpoint_url,
-        source="web-identity (embedded STS)" if sts_endpoint else "web-identity (AWS STS)",
+        source="web-identity (embedded STS)" if _is_loopback(sts_endpoint) else "web-identity (AWS STS)",
         refresher=WebIdentityRefresher(role_arn, str(path), sts_endpoint, region, endpoint_url, duration_seconds,
                                        session_name),
     )
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = urlparse(url).hostname if url else None
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def from_earthdata(daac: str = "NSIDC") -> Credentials:
