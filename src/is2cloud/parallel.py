@@ -1,0 +1,275 @@
+"""Fan-out over granules with dask.distributed.
+
+``map_granules(fn, granules)`` calls ``fn(granule, **kwargs)`` once per granule and returns the
+results in input order. Where the work runs:
+
+* ``client=None``: the current default ``distributed.Client`` if there is one (e.g. a Dask Gateway
+  cluster created in the notebook on CryoCloud), else a process-wide ``LocalCluster`` on loopback,
+  sized for this machine (one single-threaded worker process per core: h5py holds a global lock, so
+  threads would serialize), created on first use, reused, and closed at interpreter exit;
+* any ``distributed.Client``;
+* ``client="sync"``: serially in this process (debugging, tests, tracebacks you can step into).
+
+Failures are reported by granule name: with ``on_error="raise"`` every granule is tried and a
+:class:`GranuleError` names each one that failed and why; with ``on_error="skip"`` the successful
+results come back with a report of the skipped granules.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Callable, Iterable, Literal, Sequence, TextIO
+
+__all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
+           "map_granules"]
+
+OnError = Literal["raise", "skip"]
+
+
+def granule_name(granule: Any) -> str:
+    """A readable name: the file name of an ``earthaccess.DataGranule``, URL, path or name."""
+    if isinstance(granule, os.PathLike):
+        granule = os.fspath(granule)
+    if isinstance(granule, str):
+        return PurePosixPath(granule.split("?", 1)[0].rstrip("/")).name or granule
+    if isinstance(granule, dict):  # earthaccess.DataGranule is a dict of the CMR record
+        umm = granule.get("umm", {}) or {}
+        for ident in umm.get("DataGranule", {}).get("Identifiers", []) or []:
+            if ident.get("IdentifierType") == "ProducerGranuleId" and ident.get("Identifier"):
+                return str(ident["Identifier"])
+        if umm.get("GranuleUR"):
+            return str(umm["GranuleUR"])
+        for link in umm.get("RelatedUrls", []) or []:
+            if link.get("Type") == "GET DATA" and link.get("URL"):
+                return granule_name(link["URL"])
+    name = getattr(granule, "name", None)
+    return str(name) if name else repr(granule)[:80]
+
+
+@dataclass(frozen=True)
+class GranuleFailure:
+    """One granule that failed: its name, position in the input and the reason."""
+
+    name: str
+    index: int
+    error_type: str
+    message: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.error_type}: {self.message}"
+
+
+class GranuleError(RuntimeError):
+    """Some granules failed; ``failures`` lists each with its reason (the message names them all)."""
+
+    def __init__(self, failures: Sequence[GranuleFailure], total: int, action: str = "process"):
+        self.failures = list(failures)
+        self.total = total
+        lines = "\n".join(f"  - {f}" for f in self.failures)
+        super().__init__(f"{len(self.failures)} of {total} granules failed to {action}:\n{lines}")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.failures]
+
+    def __reduce__(self):  # keep the failures when pickled (e.g. across Dask)
+        return (type(self), (self.failures, self.total))
+
+
+class GranuleResults(list):
+    """The successful results in input order, with ``names`` beside them and ``skipped`` failures."""
+
+    def __init__(self, results: Iterable[Any] = (), names: Iterable[str] = (),
+                 skipped: Iterable[GranuleFailure] = ()):
+        super().__init__(results)
+        self.names: list[str] = list(names)
+        self.skipped: list[GranuleFailure] = list(skipped)
+
+    def report(self) -> str:
+        done = f"{len(self)} granules processed"
+        if not self.skipped:
+            return done
+        return f"{done}, {len(self.skipped)} skipped:\n" + "\n".join(f"  - {f}" for f in self.skipped)
+
+
+# -- the shared local cluster ----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_local: dict[str, Any] = {}
+
+
+def _default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
+def get_client(n_workers: int | None = None):  # -> distributed.Client
+    """The process-wide client of a loopback ``LocalCluster`` (one single-threaded process per core).
+
+    Created on first use and reused; closed at interpreter exit or by :func:`close_client`.
+    """
+    from distributed import Client, LocalCluster
+
+    with _lock:
+        client = _local.get("client")
+        if client is not None and client.status == "running":
+            return client
+        cluster = LocalCluster(n_workers=n_workers or _default_workers(), threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
+        client = Client(cluster, set_as_default=False)
+        _local.update(client=client, cluster=cluster)
+        if not _local.get("atexit"):
+            atexit.register(close_client)
+            _local["atexit"] = True
+        return client
+
+
+def close_client() -> None:
+    """Close the process-wide local cluster (if one was started)."""
+    with _lock:
+        client, cluster = _local.pop("client", None), _local.pop("cluster", None)
+    for obj in (client, cluster):
+        if obj is not None:
+            try:
+                obj.close()
+            except Exception:  # closing at exit: nothing useful to report
+                pass
+
+
+def _resolve_client(client: Any):
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except ValueError:  # no default client: use (or start) ours
+        return get_client()
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """One line, rewritten in place: ``granules 3/10 done, 1 failed, 2.1 s``."""
+
+    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None):
+        self.total, self.label, self.enabled = total, label, enabled and total > 0
+        self.stream = stream or sys.stdout
+        self.done = self.failed = 0
+        self.t0 = time.perf_counter()
+        self._last = 0.0
+        self._show(force=True)
+
+    def update(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += 0 if ok else 1
+        self._show(force=self.done == self.total)
+
+    def _show(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < 0.2:
+            return
+        self._last = now
+        failed = f", {self.failed} failed" if self.failed else ""
+        end = "\n" if self.done == self.total else ""
+        self.stream.write(f"\r{self.label} {self.done}/{self.total} done{failed}, {now - self.t0:.1f} s{end}")
+        self.stream.flush()
+
+
+# -- the fan-out -----------------------------------------------------------------------------------
+
+
+def _call(fn: Callable[..., Any], granule: Any, kwargs: dict[str, Any]) -> Any:
+    return fn(granule, **kwargs)
+
+
+def _failure(name: str, index: int, exc: BaseException) -> GranuleFailure:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return GranuleFailure(name=name, index=index, error_type=type(exc).__name__, message=str(exc), traceback=tb)
+
+
+def map_granules(
+    fn: Callable[..., Any],
+    granules: Iterable[Any],
+    client: Any = None,
+    *,
+    on_error: OnError = "raise",
+    progress: bool = True,
+    label: str = "granules",
+    **kwargs: Any,
+) -> GranuleResults:
+    """Call ``fn(granule, **kwargs)`` for every granule; results in input order.
+
+    ``granules``: earthaccess ``DataGranule`` objects, URLs or names (anything ``fn`` takes).
+    ``client``: None (default client or the shared LocalCluster), a ``distributed.Client``, or
+    ``"sync"`` to run serially here. ``fn`` and ``kwargs`` must pickle for Dask.
+    ``on_error="raise"``: after trying every granule, raise :class:`GranuleError` naming each failure.
+    ``on_error="skip"``: return the successes; ``result.skipped`` lists the failures with reasons.
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    items = list(granules)
+    names = [granule_name(g) for g in items]
+    bar = _Progress(len(items), label, progress)
+    outcomes: list[tuple[bool, Any]] = []
+    if isinstance(client, str):
+        if client != "sync":
+            raise ValueError(f"client must be a distributed.Client, None or 'sync', not {client!r}")
+        for i, g in enumerate(items):
+            try:
+                outcomes.append((True, fn(g, **kwargs)))
+            except Exception as exc:
+                outcomes.append((False, _failure(names[i], i, exc)))
+            bar.update(outcomes[-1][0])
+    elif items:
+        outcomes = _run_distributed(_resolve_client(client), fn, items, names, kwargs, bar)
+    results = GranuleResults(
+        [value for ok, value in outcomes if ok],
+        [n for n, (ok, _) in zip(names, outcomes) if ok],
+        [value for ok, value in outcomes if not ok],
+    )
+    if results.skipped and on_error == "raise":
+        raise GranuleError(results.skipped, len(items))
+    return results
+
+
+def _run_distributed(client: Any, fn: Callable[..., Any], items: list[Any], names: list[str],
+                     kwargs: dict[str, Any], bar: _Progress) -> list[tuple[bool, Any]]:
+    from distributed import as_completed
+
+    fn_name = getattr(fn, "__name__", "task")
+    futures = [client.submit(_call, fn, g, kwargs, pure=False, key=f"{fn_name}-{i}-{names[i]}-{time.time_ns()}")
+               for i, g in enumerate(items)]
+    position = {f.key: i for i, f in enumerate(futures)}
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(items)
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            i = position[fut.key]
+            if fut.status == "finished":
+                outcomes[i] = (True, fut.result())
+            else:
+                try:
+                    exc = fut.exception()
+                except BaseException as cancelled:  # a cancelled future raises instead of returning
+                    exc = cancelled
+                outcomes[i] = (False, _failure(names[i], i, exc))
+            fut.release()
+            bar.update(outcomes[i][0])  # type: ignore[index]
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return outcomes  # type: ignore[return-value]

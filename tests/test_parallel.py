@@ -1,0 +1,136 @@
+"""Fan-out over granules: order, failures by name, skip reports, the shared LocalCluster."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from is2cloud.parallel import GranuleError, GranuleResults, close_client, get_client, granule_name, map_granules
+
+URLS = [f"s3://nsidc-cumulus-prod-protected/ATLAS/ATL06/006/2019/03/{d:02d}/ATL06_201903{d:02d}000000_1144021{d % 10}_006_01.h5"
+        for d in range(1, 7)]
+
+
+def length_of_name(granule, *, scale=1):
+    return len(granule_name(granule)) * scale
+
+
+def slow_then_fast(granule, *, total):
+    """Earlier granules take longer, so completion order is the reverse of input order."""
+    i = URLS.index(granule)
+    time.sleep(0.05 * (total - i))
+    return i
+
+
+def fail_on_odd_days(granule):
+    day = int(granule_name(granule)[12:14])
+    if day % 2:
+        raise OSError(f"truncated object (day {day})")
+    return day
+
+
+def make_granule(url: str):
+    import earthaccess
+
+    name = url.rsplit("/", 1)[1]
+    umm = {"GranuleUR": name.removesuffix(".h5"),
+           "DataGranule": {"Identifiers": [{"Identifier": name, "IdentifierType": "ProducerGranuleId"}],
+                           "ArchiveAndDistributionInformation": [{"Name": name, "SizeInBytes": 1000}]},
+           "RelatedUrls": [{"URL": url, "Type": "GET DATA VIA DIRECT ACCESS"}]}
+    return earthaccess.DataGranule({"meta": {"concept-id": "G1-LOCAL"}, "umm": umm}, cloud_hosted=True)
+
+
+def test_granule_names():
+    assert granule_name(URLS[0]) == "ATL06_20190301000000_11440211_006_01.h5"
+    assert granule_name("https://host/path/ATL06_x.h5?token=abc") == "ATL06_x.h5"
+    from pathlib import Path
+
+    assert granule_name(Path("/data/ATL06_y.h5")) == "ATL06_y.h5"
+    assert granule_name(make_granule(URLS[2])) == "ATL06_20190303000000_11440213_006_01.h5"
+    assert granule_name({"umm": {"GranuleUR": "ATL06_z"}}) == "ATL06_z"
+
+
+def test_sync_results_in_input_order_with_kwargs(capsys):
+    out = map_granules(length_of_name, URLS, client="sync", scale=2)
+    assert isinstance(out, GranuleResults)
+    assert list(out) == [2 * len(granule_name(u)) for u in URLS]
+    assert out.names == [granule_name(u) for u in URLS] and out.skipped == []
+    assert "granules 6/6 done" in capsys.readouterr().out
+    map_granules(length_of_name, URLS, client="sync", progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_sync_failures_raise_naming_every_failed_granule():
+    with pytest.raises(GranuleError) as err:
+        map_granules(fail_on_odd_days, URLS, client="sync", progress=False)
+    e = err.value
+    failed = [granule_name(u) for u in URLS[0::2]]
+    assert e.names == failed and e.total == 6
+    text = str(e)
+    assert "3 of 6 granules failed" in text
+    for name in failed:
+        assert name in text
+    assert "OSError: truncated object (day 1)" in text
+    assert all(granule_name(u) not in text for u in URLS[1::2])
+    clone = pickle.loads(pickle.dumps(e))
+    assert clone.names == failed
+
+
+def test_sync_skip_returns_successes_and_a_report():
+    out = map_granules(fail_on_odd_days, URLS, client="sync", on_error="skip", progress=False)
+    assert list(out) == [2, 4, 6]
+    assert out.names == [granule_name(u) for u in URLS[1::2]]
+    assert [(f.index, f.error_type) for f in out.skipped] == [(0, "OSError"), (2, "OSError"), (4, "OSError")]
+    assert "truncated object (day 3)" in out.skipped[1].message
+    assert "fail_on_odd_days" in out.skipped[0].traceback
+    report = out.report()
+    assert "3 granules processed, 3 skipped" in report and granule_name(URLS[4]) in report
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="on_error"):
+        map_granules(length_of_name, URLS, client="sync", on_error="ignore")
+    with pytest.raises(ValueError, match="client"):
+        map_granules(length_of_name, URLS, client="threads")
+    assert list(map_granules(length_of_name, [], client="sync")) == []
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    client = get_client()
+    yield client
+    close_client()
+
+
+def test_dask_results_in_input_order(dask_client):
+    out = map_granules(slow_then_fast, URLS, dask_client, progress=False, total=len(URLS))
+    assert list(out) == list(range(len(URLS)))
+
+
+def test_dask_failures_by_name_and_skip(dask_client):
+    with pytest.raises(GranuleError) as err:
+        map_granules(fail_on_odd_days, URLS, dask_client, progress=False)
+    assert err.value.names == [granule_name(u) for u in URLS[0::2]]
+    out = map_granules(fail_on_odd_days, URLS, dask_client, on_error="skip", progress=False)
+    assert list(out) == [2, 4, 6] and len(out.skipped) == 3
+
+
+def test_dask_accepts_earthaccess_granules(dask_client):
+    granules = [make_granule(u) for u in URLS[:3]]
+    out = map_granules(length_of_name, granules, dask_client, progress=False)
+    assert list(out) == [len(granule_name(g)) for g in granules]
+
+
+def test_default_client_is_the_shared_local_cluster(dask_client):
+    from distributed import Client
+
+    assert get_client() is dask_client
+    assert isinstance(dask_client, Client)
+    workers = dask_client.scheduler_info()["workers"]
+    assert all(w["nthreads"] == 1 for w in workers.values())
+    assert all(addr.startswith("tcp://127.0.0.1:") for addr in workers)
+    out = map_granules(length_of_name, URLS[:2], progress=False)  # client=None: no default client -> shared cluster
+    assert len(out) == 2
+    assert get_client() is dask_client
