@@ -24,7 +24,6 @@ S3 access always takes explicit credentials: an :class:`is2cloud.credentials.Cre
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
