@@ -347,6 +347,25 @@ def test_lsf_sigma_is_covariance_element():
     assert ysig == pytest.approx(math.sqrt(np.linalg.inv(g.T @ g)[0, 0]), rel=1e-12)
 
 
+def _spread(rs, zmin, zmax, n_bg):
+    rs = np.asarray(rs, dtype=float)
+    one = lambda v: np.array([v], dtype=float)  # noqa: E731
+    sigma, oob = atl06sr._robust_spread(
+        rs, np.zeros(1, np.intp), np.array([rs.size]), np.zeros(rs.size, np.intp), one(zmin), one(zmax), one(n_bg)
+    )
+    return float(sigma[0]), bool(oob[0])
+
+
+def test_robust_spread_percentiles_fallback_and_few_signal():
+    # no background: the 25th/75th percentile photons of 20 are at sorted indices 4 and 15
+    assert _spread(np.arange(20.0), 0.0, 19.0, 0.0) == (pytest.approx(11 / 1.349), False)
+    # residuals below the window bottom make the scans cross: the central-values fallback is used,
+    # i0 = int(n/2 - Nsig/4 + 0.5) - 1 = 2 and i1 = int(n/2 + Nsig/4 + 0.5) = 7
+    assert _spread(np.arange(-10.0, 0.0), 0.0, 1.0, 1.0) == (pytest.approx(5 / 1.349), False)
+    # fewer than 2 signal photons expected: (zmax - zmin) / n
+    assert _spread(np.arange(10.0), -5.0, 5.0, 9.5) == (pytest.approx(1.0), False)
+
+
 # ------------------------------------------------------------------------------------------------
 # Identifiers, time, background
 # ------------------------------------------------------------------------------------------------
@@ -605,9 +624,20 @@ def test_extent_counter_steps_through_gaps_and_segment_id_rule():
 def test_longitude_wraps_across_the_antimeridian():
     x = np.linspace(0.5, 39.5, 80)
     b = beam_from_xh(x, 0.0 * x)
-    lon = np.where(np.arange(x.size) % 2 == 0, 179.99995, -179.99995)
+    lon = np.fmod(179.9998 + x * 2e-5 + 180.0, 360.0) - 180.0  # crosses +180 -> -180 at x = 10
     cols = run(replace(b, lon_ph=lon))
-    assert abs(abs(cols["longitude"][0]) - 180.0) < 1e-3
+    assert cols["longitude"][0] == pytest.approx(-179.9998, abs=1e-7)  # 180.0002 at the extent centre
+
+
+def test_window_keeps_photons_strictly_inside_half_window():
+    # 20 photons on h = 0 at x = -19, -17, ..., 19 around the centre, and two at x = 0 with h = +-1.5:
+    # the fit is exactly h = 0, the window is H_min_win = 3 m, so |r| = 1.5 is outside (|r| < W/2).
+    xs = np.r_[np.arange(1.0, 40.0, 2.0), 20.0, 20.0]
+    hs = np.r_[np.zeros(20), 1.5, -1.5]
+    order = np.argsort(xs, kind="stable")
+    cols = run(beam_from_xh(xs[order], hs[order]))
+    assert list(cols["pflags"]) == [0] and cols["n_fit_photons"][0] == 20
+    assert cols["w_surface_window_final"][0] == 3.0 and cols["h_mean"][0] == 0.0
 
 
 def test_yapc_v0_uses_weight_ph():
@@ -632,11 +662,13 @@ def test_yapc_v0_uses_weight_ph():
         ({"signal": 0.4, "background": 0.5}, {"pass_invalid": True, "cnt": 3, "ats": 5.0}),
         ({"seg_jitter": 0.5}, {"len": 10.0, "res": 25.0, "cnt": 5, "ats": 5.0}),
         ({"empty_head_segments": 3}, {"dist_in_seg": True, "len": 2, "res": 1}),
+        ({"empty_head_segments": 1, "seg_jitter": 0.2}, {"ats": 10.0}),
+        ({"n_pulses": 500, "background": 15.0, "window": 30.0, "noise": 0.3}, {"cnf": 0, "maxi": 10}),
         ({"background": 1.0}, {"cnf": 1, "H_min_win": 1.0, "sigma_r_max": 2.0, "srt": 3}),
     ],
 )
 def test_engine_matches_literal_reference(beam_kw, parms):
-    b, _ = make_beam(seed=7, n_pulses=1500, **beam_kw)
+    b, _ = make_beam(seed=7, **{"n_pulses": 1500, **beam_kw})
     assert assert_matches_reference(b, parms) > 10
 
 
@@ -645,6 +677,16 @@ def test_engine_matches_reference_with_raster_aoi():
     inc = np.ones(b.segment_ph_cnt.size, bool)
     inc[20:26] = False
     assert assert_matches_reference(replace(b, inclusion=inc), {}) > 10
+
+
+def test_chunked_processing_gives_identical_rows(monkeypatch):
+    b, _ = make_beam(seed=9, n_pulses=4000, background=1.0)
+    whole = run(b, {"cnf": 1})
+    monkeypatch.setattr(atl06sr, "_CHUNK_PHOTONS", 2500)
+    chunked = run(b, {"cnf": 1})
+    assert len(whole["h_mean"]) > 100
+    for col in whole:
+        np.testing.assert_array_equal(chunked[col], whole[col], err_msg=col)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -763,6 +805,17 @@ def test_reader_reads_only_the_srt_column_and_region(granule):
         assert part.first_photon > 0 and part.h_ph.size == beams[0].h_ph.size - part.first_photon
         np.testing.assert_array_equal(part.h_ph, beams[0].h_ph[part.first_photon :])
         assert atl06sr.read_atl03_beam(f, "gt3r", {}) is None  # beam absent from the file
+
+
+def test_process_granule_accepts_any_h5py_like_mapping(granule):
+    path, _ = granule
+    with h5py.File(path) as f:
+        arrays: dict[str, np.ndarray] = {}
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        from_file = atl06sr.process_granule(f, {"beams": ["gt2r"]})
+    from_mapping = atl06sr.process_granule(arrays, {"beams": ["gt2r"]}, granule_name=GRANULE)
+    assert len(from_mapping) > 100
+    pd.testing.assert_frame_equal(pd.DataFrame(from_mapping), pd.DataFrame(from_file))
 
 
 def test_reader_rejects_inconsistent_photon_index(tmp_path):

@@ -999,28 +999,18 @@ def _fitted(values: np.ndarray, x: np.ndarray, offs: np.ndarray, i11: np.ndarray
 # Beam engine
 # --------------------------------------------------------------------------------------------------
 
-_BLOCK_ELEMENTS = 1 << 18  # photons per fit block (keeps sorts in cache and sort keys precise)
+_CHUNK_PHOTONS = 1 << 19  # traversed photons per chunk of extents: bounds memory, keeps sorts in cache
 
 
-def _blocks(counts: np.ndarray) -> Iterator[tuple[int, int]]:
-    """Split extents into consecutive blocks of about ``_BLOCK_ELEMENTS`` photons."""
-    ends = np.cumsum(counts)
-    b0 = 0
-    while b0 < counts.size:
-        base = int(ends[b0 - 1]) if b0 else 0
-        b1 = max(b0 + 1, int(np.searchsorted(ends, base + _BLOCK_ELEMENTS, side="right")))
-        yield b0, b1
-        b0 = b1
-
-
-def _fit_all(el: _Elements, h: np.ndarray, bg_dens: np.ndarray, p: Atl06Parms) -> _FitResult:
-    """Fit every kept extent, block by block, and concatenate the results."""
-    parts = []
-    starts = np.append(0, np.cumsum(el.counts))
-    for b0, b1 in _blocks(el.counts):
-        lo, hi = starts[b0], starts[b1]
-        parts.append(_fit_block(el.x[lo:hi], h[lo:hi], el.counts[b0:b1], bg_dens[b0:b1], p))
-    return _FitResult(*(np.concatenate([getattr(r, f) for r in parts]) for f in _FitResult.__dataclass_fields__))
+def _chunks(ext: _Extents) -> Iterator[_Extents]:
+    """Consecutive groups of extents whose photon ranges add up to about ``_CHUNK_PHOTONS``."""
+    ends = np.cumsum(ext.b - ext.a)
+    k0 = 0
+    while k0 < ends.size:
+        base = int(ends[k0 - 1]) if k0 else 0
+        k1 = max(k0 + 1, int(np.searchsorted(ends, base + _CHUNK_PHOTONS, side="right")))
+        yield _Extents(ext.counter[k0:k1], ext.a[k0:k1], ext.b[k0:k1], ext.start[k0:k1], ext.eseg[k0:k1])
+        k0 = k1
 
 
 def _empty_columns() -> dict[str, np.ndarray]:
@@ -1056,13 +1046,21 @@ def fit_beam(
         ext = _extents_in_segments(seg, sdx, p.len, p.res)
     else:
         ext = _extents_in_meters(seg, along, sdx, p.len, p.res)
-    kept, el = _expand(ext, seg, along, sdx, sel, p)
+    return concat_columns([_fit_extents(beam, p, granule, chunk, seg, sel) for chunk in _chunks(ext)])
+
+
+def _fit_extents(
+    beam: Atl03Beam, p: Atl06Parms, granule: GranuleInfo, ext: _Extents, seg: np.ndarray, sel: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Expand, pre-check, fit and assemble one chunk of extents."""
+    sdx = np.asarray(beam.segment_dist_x, dtype=np.float64)
+    kept, el = _expand(ext, seg, np.asarray(beam.dist_ph_along, dtype=np.float32), sdx, sel, p)
     if kept.size == 0:
         return _empty_columns()
     h = beam.h_ph[el.pidx].astype(np.float64)
-    offs = _offsets(el.counts)
-    h_ref = h[offs]
-    fit = _fit_all(el, h - np.repeat(h_ref, el.counts), _background_density(beam, ext.eseg[kept], p), p)
+    h_ref = h[_offsets(el.counts)]
+    bg_dens = _background_density(beam, ext.eseg[kept], p)
+    fit = _fit_block(el.x, h - np.repeat(h_ref, el.counts), el.counts, bg_dens, p)
     return _assemble(beam, p, granule, ext, kept, el, h_ref, fit)
 
 
