@@ -101,12 +101,12 @@ def put(group: h5py.Group, name: str, data: Any, attrs: Mapping[str, Any] | None
     if layout == "compact":
         ds = _put_compact(group, name, data)
     elif layout == "contiguous":
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"track_times": False}  # no timestamps: same inputs, same bytes
         if fill is not None:
             kw["fillvalue"] = fill
         ds = group.create_dataset(name, data=data, **kw)
     elif layout == "chunked":
-        kw = {}
+        kw = {"track_times": False}
         if fill is not None:
             kw["fillvalue"] = fill
         chunks = (chunk_rows,) + data.shape[1:]
@@ -130,6 +130,7 @@ def _put_compact(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset
     tid = h5t.py_create(data.dtype, logical=True)
     dcpl = h5p.create(h5p.DATASET_CREATE)
     dcpl.set_layout(h5d.COMPACT)
+    dcpl.set_obj_track_times(False)
     dsid = h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl)
     dsid.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(data))
     return h5py.Dataset(dsid)
@@ -138,7 +139,7 @@ def _put_compact(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset
 def put_string(group: h5py.Group, name: str, text: str, attrs: Mapping[str, Any] | None = None) -> h5py.Dataset:
     """A (1,) fixed-length string dataset, like ``ancillary_data/release``."""
     raw = text.encode("ascii", "replace")
-    ds = group.create_dataset(name, data=np.array([raw], dtype=f"S{max(len(raw), 1)}"))
+    ds = group.create_dataset(name, data=np.array([raw], dtype=f"S{max(len(raw), 1)}"), track_times=False)
     set_attrs(ds, attrs)
     return ds
 
