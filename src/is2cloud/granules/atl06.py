@@ -171,7 +171,7 @@ def _write_beam(g: h5py.Group, spec: GranuleSpec, b: _Beam, across_all: np.ndarr
     edge = np.zeros(b.valid.size, dtype=bool)
     gap = ~b.valid
     if gap.any():
-        grow = np.convolve(gap.astype(np.int8), np.ones(21, dtype=np.int8), mode="same") > 0
+        grow = np.convolve(gap.astype(np.int8), np.ones(9, dtype=np.int8), mode="same") > 0
         edge = grow & b.valid
     flagged = edge[v] | (rng.random(n) < 0.01)
     sigma = np.where(flagged, sigma * 4.0, sigma).astype(np.float32)
