@@ -105,7 +105,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     granules = find_granules(args.aoi, args.product, args.version, temporal=temporal)
     total = 0.0
     for g in granules:
-        size = float(g.size())
+        size = float(g.size)
         total += size
         print(f"{g['umm']['GranuleUR']}  {size:8.1f} MB  {g.data_links(access='direct')[0]}")
     print(f"{len(granules)} granules, {total:.1f} MB")
