@@ -220,11 +220,11 @@ def generate_granule(spec: GranuleSpec, path: str | Path, *, created: str | None
     return write_atl06(spec, path, created=created)
 
 
-def _work(args: tuple[GranuleSpec, str, str, str]) -> dict[str, Any]:
+def _work(args: tuple[GranuleSpec, str, str]) -> dict[str, Any]:
     """Worker: generate one granule into the temporary archive and describe it."""
-    spec, root, bucket, created = args
+    spec, root, bucket = args
     path = Path(root) / "objects" / bucket / spec.key
-    written = generate_granule(spec, path, created=created)
+    written = generate_granule(spec, path)
     md5 = hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(8 << 20), b""):
@@ -237,10 +237,9 @@ def _work(args: tuple[GranuleSpec, str, str, str]) -> dict[str, Any]:
 
 
 def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: int | None) -> list[dict[str, Any]]:
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
     # biggest jobs first, so the two workers finish together
     order = sorted(specs, key=lambda s: -(s.window[1] - s.window[0]) * (8.0 if s.product == "ATL03" else 1.0))
-    jobs = [(s, str(root), bucket, created) for s in order]
+    jobs = [(s, str(root), bucket) for s in order]
     workers = max(1, min(workers or _default_workers(), len(jobs)))
     if workers == 1:
         return [_work(j) for j in jobs]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +155,7 @@ def write_atl03(spec: GranuleSpec, path: str | Path, *, created: str | None = No
         raise ValueError(f"write_atl03 needs an ATL03 spec, got {spec.product}")
     t_start = time.perf_counter()
     path = Path(path)
-    created = created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    created = created or c.production_time(spec)
     p = _pulses(spec)
     first_seg = int(round(p.x0 / SEGMENT_LENGTH_M)) + 1
     records: dict[str, int] = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,7 @@ def write_atl06(spec: GranuleSpec, path: str | Path, *, created: str | None = No
         raise ValueError(f"write_atl06 needs an ATL06 spec, got {spec.product}")
     t_start = time.perf_counter()
     path = Path(path)
-    created = created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+    created = created or c.production_time(spec)
     beams = build_beams(spec)
     across = _across_slopes(beams)
     lon_all = np.concatenate([b.lon[b.valid] for b in beams.values()])

@@ -203,6 +203,13 @@ def beam_group_attrs(beam: str, sc_orient: int) -> dict[str, str]:
     }
 
 
+def production_time(spec: GranuleSpec) -> str:
+    """Deterministic ``date_created`` of a granule (45 days after its data), so that the same seed
+    always gives the same bytes."""
+    when = orbit.delta_time_to_datetime(round(spec.end_delta_time) + 45 * 86400)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+
+
 def granule_uuid(spec: GranuleSpec) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"is2cloud:{GENERATOR_VERSION}:{spec.seed}:{spec.name}"))
 
