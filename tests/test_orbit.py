@@ -331,3 +331,21 @@ def test_surface_is_deterministic_and_tells_a_story():
     snow = surface.surface_height(-108.0, 39.03, march, "grandmesa") - surface.surface_height(-108.0, 39.03, sept,
                                                                                               "grandmesa")
     assert 1.0 < snow < 2.5
+
+
+def test_planner_input_checks_and_whole_region_atl03_guard(tmp_path):
+    assert [s.name for s in plan_granules(GRANDMESA, "ATL03", 3)] == [s.name for s in plan_granules(GRANDMESA, "ATL03", [3])]
+    with pytest.raises(ValueError, match="unknown product"):
+        plan_granules(GRANDMESA, "ATL08", [3])
+    with pytest.raises(ValueError, match="positive"):
+        plan_granules(GRANDMESA, "ATL03", [0])
+    with pytest.raises(ValueError, match="window"):
+        plan_granules(GRANDMESA, "ATL03", [3], window="everything")
+    whole = plan_granules(GRANDMESA, "ATL03", [3], window="region")[0]
+    assert not whole.shortened
+    with pytest.raises(ValueError, match="too long"):
+        write_atl03(whole, tmp_path / whole.name)
+    assert not (tmp_path / whole.name).exists()
+    # no granules before the first ATLAS data (2018-10-13)
+    early = plan_granules(GREENLAND, "ATL06", [1])
+    assert early and min(s.end_delta_time for s in early) > orbit.MISSION_START_DELTA_TIME

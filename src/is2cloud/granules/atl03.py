@@ -34,6 +34,7 @@ SHOTS_PER_MFRAME = 200  # major frames
 SIGNAL_PER_PULSE = {"strong": 3.2, "weak": 0.8}
 PULSE_SIGMA_M = 0.1  # transmit pulse width as height
 CONF_NOT_CONSIDERED = -1
+MAX_WINDOW_M = 400_000.0  # a whole ATL03 region is GBs of photons: the generator writes windows of it
 
 
 def _rng(spec: GranuleSpec, beam_index: int, stream: int = 0) -> np.random.Generator:
@@ -153,6 +154,11 @@ def write_atl03(spec: GranuleSpec, path: str | Path, *, created: str | None = No
     """Write one synthetic ATL03 v006 granule to ``path`` and report what was written."""
     if spec.product != "ATL03":
         raise ValueError(f"write_atl03 needs an ATL03 spec, got {spec.product}")
+    x0, x1 = spec.window
+    if x1 - x0 > MAX_WINDOW_M:
+        raise ValueError(f"{spec.name}: an along-track window of {(x1 - x0) / 1000:.0f} km is too long for a synthetic "
+                         f"ATL03 granule (at most {MAX_WINDOW_M / 1000:.0f} km, ~{MAX_WINDOW_M / 0.7 * 6 * 5 / 1e6:.0f} M "
+                         "photons); shorten it to the AOI (window='aoi')")
     t_start = time.perf_counter()
     path = Path(path)
     created = created or c.production_time(spec)

@@ -578,7 +578,7 @@ def _merge_crossings(items: list[tuple[int, float, float]]) -> list[tuple[int, f
 def plan_granules(
     aoi: Any,
     product: str,
-    cycles: Iterable[int],
+    cycles: Iterable[int] | int,
     *,
     window: str | None = None,
     margin_m: float = 2000.0,
@@ -601,7 +601,7 @@ def plan_granules(
     window = window or ("aoi" if product == "ATL03" else "region")
     if window not in ("aoi", "region"):
         raise ValueError(f"window must be 'aoi' or 'region', not {window!r}")
-    cycles = sorted({int(c) for c in cycles})
+    cycles = sorted({int(c) for c in ([cycles] if isinstance(cycles, int) else cycles)})
     if not cycles or cycles[0] < 1:
         raise ValueError(f"cycles must be positive integers, got {cycles!r}")
     if surface is None:
