@@ -167,3 +167,18 @@ def test_repeat_tracks_show_the_ice_thinning(ice06):
     assert years.mean() > 1.0
     assert np.median(dh / years) < -0.3  # thinning, as the surface model says
     assert abs(np.median(dh / years - rate)) < 0.7  # up to the pointing offset x slope and the seasonal term
+
+
+def test_signal_photons_per_pulse_of_strong_beams(mesa03, ice03):
+    for spec, path in (mesa03, ice03):
+        with h5py.File(path, "r") as f:
+            for beam in BEAMS:
+                h = f[f"{beam}/heights"]
+                cnt = f[f"{beam}/geolocation/segment_ph_cnt"][:]
+                seg = np.repeat(np.arange(cnt.size), cnt)
+                signal = np.bincount(seg[h["signal_conf_ph"][:, 0] >= 2], minlength=cnt.size)
+                per_pulse = np.median(signal[1:-1]) / (20.0 / 0.7)  # clear-sky median over 20 m segments
+                if orbit.beam_type(beam, spec.sc_orient) == "strong":
+                    assert 2.3 < per_pulse < 4.0, (spec.surface, beam, per_pulse)
+                else:
+                    assert 0.4 < per_pulse < 1.1, (spec.surface, beam, per_pulse)

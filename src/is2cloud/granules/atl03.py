@@ -1,7 +1,7 @@
 """Synthetic ATL03 v006 (global geolocated photons) granules.
 
 Pulses leave at 10 kHz (one every ~0.7 m along track). Each pulse of a strong beam returns
-Poisson(~3) signal photons (a weak beam ~4x fewer; fewer under clouds) scattered around
+Poisson(~2.5-3.4) signal photons (a weak beam ~4x fewer; fewer under clouds) scattered around
 :func:`~is2cloud.granules.surface.surface_height` by the pulse width, the surface roughness and the
 slope across the footprint, plus Poisson background photons spread uniformly over the telemetry band
 at the rate written to ``bckgrd_atlas/bckgrd_rate`` (day/night from the sun elevation). Photons carry
@@ -31,7 +31,7 @@ from is2cloud.granules.orbit import BEAMS, PRF_HZ, SEGMENT_LENGTH_M, GranuleSpec
 C_LIGHT = 299792458.0
 SHOTS_PER_BCKGRD = 50  # bckgrd_atlas rows every 50 shots (200 Hz)
 SHOTS_PER_MFRAME = 200  # major frames
-SIGNAL_PER_PULSE = {"strong": 3.2, "weak": 0.8}
+SIGNAL_PER_PULSE = {"strong": 4.0, "weak": 1.0}  # times reflectance and atmosphere: ~2.5-3.4 strong
 PULSE_SIGMA_M = 0.1  # transmit pulse width as height
 CONF_NOT_CONSIDERED = -1
 MAX_WINDOW_M = 400_000.0  # a whole ATL03 region is GBs of photons: the generator writes windows of it
@@ -116,7 +116,7 @@ def _beam_photons(spec: GranuleSpec, p: _Pulses, beam: str) -> _BeamPhotons:
     # photon counts per pulse
     clouds = surface.cloud_gaps(spec.seed, spec.rgt, spec.cycle)
     transmission = np.where(surface.in_intervals(p.x, clouds), 0.03, 1.0)
-    atmos = 0.8 + 0.2 * np.cos(2 * math.pi * p.x / 61_000.0 + k)
+    atmos = 0.85 + 0.15 * np.cos(2 * math.pi * p.x / 61_000.0 + k)
     lam_s = SIGNAL_PER_PULSE["strong" if strong else "weak"] * props.reflectance * atmos * transmission
     lam_b = rate[inverse] * (2.0 * float(height) / C_LIGHT)
     n_sig = rng.poisson(lam_s)

@@ -50,7 +50,7 @@ class SurfaceProps:
 
 PROPS: dict[str, SurfaceProps] = {
     "greenland": SurfaceProps("greenland", (0, 3), 0.9, 1.0, 240.0, 0.05, 1),
-    "grandmesa": SurfaceProps("grandmesa", (0, 4), 0.45, 0.75, 300.0, 0.15, 3),
+    "grandmesa": SurfaceProps("grandmesa", (0, 4), 0.45, 0.85, 300.0, 0.15, 3),
     "generic": SurfaceProps("generic", (0,), 0.3, 0.6, 300.0, 0.2, 2),
 }
 
