@@ -27,6 +27,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -253,6 +254,10 @@ def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: in
                 log.info("generated %d/%d %s (%.1f s)", i, len(jobs), res["spec"].name, res["seconds"])
                 results.append(res)
             return results
+    except BrokenProcessPool as exc:
+        raise RuntimeError("a granule generator process died. If this runs from a script, guard the script's top "
+                           "level with `if __name__ == \"__main__\":` (spawned processes re-import it); or pass "
+                           "workers=1") from exc
     finally:
         os.environ.pop(_GENERATING, None)
 
