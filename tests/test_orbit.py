@@ -349,3 +349,17 @@ def test_planner_input_checks_and_whole_region_atl03_guard(tmp_path):
     # no granules before the first ATLAS data (2018-10-13)
     early = plan_granules(GREENLAND, "ATL06", [1])
     assert early and min(s.end_delta_time for s in early) > orbit.MISSION_START_DELTA_TIME
+
+
+def test_generated_latitudes_turn_at_88_degrees(tmp_path):
+    """A polar (region 4) granule shortened to 20 km around the turning point of the orbit."""
+    spec = GranuleSpec("ATL06", 94, 3, 4, surface="generic")
+    top = float(orbit.x_from_u(math.pi / 2))
+    spec = spec.with_window(top - 10_000, top + 10_000, reason="test window")
+    path = tmp_path / spec.name
+    write_atl06(spec, path)
+    with h5py.File(path, "r") as f:
+        lat = np.concatenate([f[f"{b}/segment_quality/reference_pt_lat"][:] for b in BEAMS])
+        mid = f["gt2l/segment_quality/reference_pt_lat"][:]
+    assert lat.max() == pytest.approx(88.0, abs=0.05)
+    assert np.argmax(mid) not in (0, mid.size - 1)  # the track turns inside the window
