@@ -240,3 +240,52 @@ def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
     import pandas as pd
 
     return pd.read_csv(Path(path) if path else REPO / "data" / "published_timings.csv")
+
+
+# -- make bench ----------------------------------------------------------------------------------------
+
+SUITES: dict[str, str] = {
+    "atl06sr": "is2cloud.sliderule:benchmark",
+    "baseline": "is2cloud.methods.baseline:benchmark",
+    "chunkindex": "is2cloud.methods.chunkindex:benchmark",
+}
+
+
+def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-region",
+               results: str | Path | None = None) -> list[Measurement]:
+    """Run benchmark suites (see docs/CONTRACTS.md) on each scale's archive, in one local cloud per scale."""
+    import importlib
+
+    from is2cloud.granules import publish_archive
+    from is2cloud.localcloud import LocalCloud
+
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown benchmark suite(s) {unknown}; choose from {', '.join(SUITES)}")
+    settings = get_settings()
+    out: list[Measurement] = []
+    for scale in scales:
+        archive = publish_archive(scale, cache_dir=settings.cache_dir)
+        with LocalCloud(profile=profile, archive=archive.root, seed=settings.seed) as cloud:
+            for suite in suites:
+                module, func = SUITES[suite].split(":")
+                fn = getattr(importlib.import_module(module), func)
+                for m in fn(cloud, archive, scale):
+                    append_result(m, results)
+                    out.append(m)
+    return out
+
+
+def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
+    import pandas as pd
+
+    rows = []
+    for m in measurements:
+        rows.append({"scale": m.scale, "profile": m.profile, "name": m.name, "wall_s": round(m.wall_s, 2),
+                     "cpu_s": round(m.cpu_s, 2), "peak_MB": round(m.peak_rss_MB), "GETs": m.gets,
+                     "MB": None if m.get_bytes is None else round(m.get_bytes / 1e6, 2),
+                     "physical_MB": None if not m.physical_bytes else round(m.physical_bytes / 1e6, 2),
+                     "bytes/physical": None if m.bytes_ratio is None else round(m.bytes_ratio, 2),
+                     "lower_bound_s": None if m.lower_bound_s is None else round(m.lower_bound_s, 2),
+                     "rows": m.rows, "granules": m.granules, "notes": m.notes})
+    return pd.DataFrame(rows)

@@ -112,6 +112,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench ---------------------------------------------------------------------------------------
+
+
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from is2cloud.bench import SUITES, results_path, run_suites, summary_table
+
+    suites = list(SUITES) if args.suite == "all" else args.suite.split(",")
+    scales = args.scale.split(",")
+    out = Path(args.out) if args.out else results_path().with_name("bench.csv")
+    if out.exists() and not args.append:
+        out.unlink()
+    measurements = run_suites(suites, scales, profile=args.profile, results=out)
+    table = summary_table(measurements)
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.drop(columns=["notes"]).to_string(index=False))
+    for m in measurements:
+        if m.notes:
+            print(f"  {m.scale} {m.name}: {m.notes}")
+    print(f"\nwritten to {out}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------------
 
 
@@ -138,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", default="ATL06")
     s.add_argument("--version", default="006")
     s.add_argument("--temporal", default=None, help="start,end (ISO dates)")
+    s = sub.add_parser("bench", help="performance figures (results/bench.csv)")
+    s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, chunkindex")
+    s.add_argument("--scale", default="book,bench", help="comma-separated scales: test, book, bench")
+    s.add_argument("--profile", default="in-region", help="network profile of the local cloud")
+    s.add_argument("--out", default=None, help="CSV to write (default results/bench.csv)")
+    s.add_argument("--append", action="store_true", help="append to the CSV instead of starting a new one")
     return ap
 
 
