@@ -16,8 +16,9 @@ Rows inside the AOI follow the book's one boundary rule, :meth:`is2cloud.aoi.AOI
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -117,7 +118,7 @@ class PhysicalLimit:
     total_chunk_bytes: int = 0  # all chunks of the requested variables, inside the AOI or not
     per_variable: dict[str, int] = field(default_factory=dict)  # variable -> intersecting chunk bytes
 
-    def add(self, other: "PhysicalLimit") -> "PhysicalLimit":
+    def add(self, other: PhysicalLimit) -> PhysicalLimit:
         per = dict(self.per_variable)
         for k, v in other.per_variable.items():
             per[k] = per.get(k, 0) + v

@@ -1,0 +1,542 @@
+"""The baseline: open each granule the earthaccess way, read whole beams, clip to the AOI.
+
+>>> granules = find_granules("data/greenland_aoi.geojson", "ATL06")             # doctest: +SKIP
+>>> gdf = subset(granules, "data/greenland_aoi.geojson", config="tuned")        # doctest: +SKIP
+
+For every granule: open the object as a file (``earthaccess.open`` in earthdata mode; an s3fs file
+with the same open options against the embedded cloud in local mode), open it with h5py, read the
+whole of each beam's ``gtx/land_ice_segments`` variables and ``/orbit_info``, keep the rows inside the
+AOI (:meth:`is2cloud.aoi.AOI.contains`, boundary points inside) and return the canonical schema
+(:mod:`is2cloud.methods.schema`). Granules fan out with :func:`is2cloud.parallel.map_granules`; the
+s3fs filesystem is built inside each worker from the (picklable) credentials.
+
+Two configurations of the file objects, both measured by the book:
+
+* ``naive``: what a newcomer gets from ``fs.open(url)``: s3fs's defaults (read from s3fs: a
+  ``readahead`` cache of ``S3FileSystem.default_block_size``, 50 MiB in s3fs 2026.9);
+* ``tuned``: what earthaccess does: a ``blockcache`` whose block size depends on the object size
+  (4 MiB below 100 MiB, 8 MiB below 1 GiB, 16 MiB above; :func:`earthaccess_block_size`).
+  (earthaccess 0.19's own default is ``background``, the same block cache that also prefetches the
+  next block.)
+
+:func:`aoi_physical_limit` gives the physical limit of the same subset (the compressed bytes of the
+chunks that hold rows inside the AOI, :mod:`is2cloud.methods.chunks`), which the bench records as
+``physical_bytes``; :func:`benchmark` measures both configurations for ``make bench``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import h5py
+import numpy as np
+
+from is2cloud.aoi import AOI, AOIError, load_aoi
+from is2cloud.catalog import NoGranulesError
+from is2cloud.methods.chunks import PhysicalLimit, physical_limit
+from is2cloud.methods.schema import (
+    ATL06_VARIABLES,
+    CANONICAL_COLUMNS,
+    TRACK_IDS,
+    atlas_time,
+    canonical_frame,
+    empty_frame,
+    sort_canonical,
+)
+from is2cloud.parallel import map_granules
+from is2cloud.settings import get_settings
+
+__all__ = ["CONFIGS", "DEFAULT_VARIABLES", "GranuleReadError", "GranuleSource", "MissingVariableError",
+           "aoi_physical_limit", "benchmark", "clip_granule", "earthaccess_block_size", "granule_source",
+           "open_granule", "open_options", "read_granule", "subset"]
+
+Config = Literal["naive", "tuned"]
+CONFIGS: tuple[str, ...] = ("naive", "tuned")
+DEFAULT_VARIABLES: tuple[str, ...] = ATL06_VARIABLES
+GROUP = "land_ice_segments"
+EPOCH = "/ancillary_data/atlas_sdp_gps_epoch"
+ORBIT = {"rgt": "/orbit_info/rgt", "cycle": "/orbit_info/cycle_number"}
+_MiB = 2**20
+
+
+class GranuleReadError(RuntimeError):
+    """A granule could not be read; the message names the granule and says why."""
+
+
+class MissingVariableError(GranuleReadError):
+    """A requested variable is not in the granule."""
+
+
+# -- open options -----------------------------------------------------------------------------------
+
+
+def earthaccess_block_size(size: int) -> int:
+    """The block size earthaccess picks for an object of ``size`` bytes (4, 8 or 16 MiB)."""
+    if size < 100 * _MiB:
+        return 4 * _MiB
+    if size < 1024 * _MiB:
+        return 8 * _MiB
+    return 16 * _MiB
+
+
+def s3fs_defaults() -> dict[str, Any]:
+    """What ``S3FileSystem().open(url)`` uses when given nothing: read from s3fs itself."""
+    import s3fs
+
+    params = inspect.signature(s3fs.S3FileSystem.__init__).parameters
+    return {"cache_type": params["default_cache_type"].default, "block_size": s3fs.S3FileSystem.default_block_size}
+
+
+def open_options(config: Config, size: int) -> dict[str, Any]:
+    """``fs.open`` keyword arguments of a configuration for an object of ``size`` bytes."""
+    config = _check_config(config)
+    if config == "naive":
+        return s3fs_defaults()
+    return {"cache_type": "blockcache", "block_size": earthaccess_block_size(size)}
+
+
+def _check_config(config: Any) -> Config:
+    if config not in CONFIGS:
+        raise ValueError(f"config must be one of {', '.join(CONFIGS)}, not {config!r}")
+    return config
+
+
+# -- what to open -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GranuleSource:
+    """One granule to read: its name, its URL (``s3://bucket/key``) or local path, and what the catalog
+    says about it (size in bytes, MD5), when known. ``fileobj`` carries a file already opened by
+    ``earthaccess.open`` (earthdata mode)."""
+
+    name: str
+    url: str
+    size: int | None = None
+    md5: str | None = None
+    fileobj: Any = None
+
+
+def granule_source(granule: Any) -> GranuleSource:
+    """A :class:`GranuleSource` from an ``earthaccess.DataGranule``, an ``s3://`` URL or a local path."""
+    from is2cloud.parallel import granule_name
+
+    if isinstance(granule, GranuleSource):
+        return granule
+    if isinstance(granule, (str, os.PathLike)):
+        url = os.fspath(granule)
+        return GranuleSource(granule_name(url), url)
+    if isinstance(granule, dict) and "umm" in granule:
+        name = granule_name(granule)
+        links = [u for u in granule.data_links(access="direct") if u.startswith("s3://")] \
+            if hasattr(granule, "data_links") else []
+        if not links:
+            raise GranuleReadError(f"{name}: the granule record has no direct-access (s3://) link")
+        h5 = [u for u in links if u.endswith((".h5", ".hdf5", ".he5"))]
+        size = md5 = None
+        for info in granule["umm"].get("DataGranule", {}).get("ArchiveAndDistributionInformation", []) or []:
+            if info.get("SizeInBytes") is not None and size is None:
+                size = int(info["SizeInBytes"])
+                checksum = info.get("Checksum") or {}
+                md5 = checksum.get("Value") if str(checksum.get("Algorithm", "")).upper() == "MD5" else None
+        return GranuleSource(name, (h5 or links)[0], size, md5)
+    raise TypeError(f"cannot read a granule given as {type(granule).__name__}; give an earthaccess.DataGranule, "
+                    "an s3:// URL or a local path")
+
+
+@contextmanager
+def open_granule(source: GranuleSource, config: Config = "tuned", credentials: Any = None) -> Iterator[IO[bytes]]:
+    """The granule as a read-only file object, opened the earthaccess way.
+
+    An ``s3://`` URL: an s3fs filesystem from ``credentials``, one HEAD for the object size (as
+    earthaccess does, to choose the block size), then ``fs.open(url, **open_options(config, size))``.
+    A local path: a plain file. A source that carries a file object: that file. Raises
+    :class:`GranuleReadError` when the object is missing, unreadable, or not the size the catalog says.
+    """
+    if source.fileobj is not None:
+        yield source.fileobj
+        return
+    if not source.url.startswith("s3://"):
+        try:
+            fh = open(source.url, "rb")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            raise GranuleReadError(f"{source.name}: cannot open {source.url!r}: {exc.strerror or exc}") from None
+        with fh:
+            _check_size(source, os.fstat(fh.fileno()).st_size)
+            yield fh
+        return
+    if credentials is None:
+        raise GranuleReadError(f"{source.name}: reading {source.url} needs S3 credentials (credentials=...)")
+    fs = credentials.fresh().s3fs()
+    try:
+        size = int(fs.info(source.url)["size"])
+    except FileNotFoundError:
+        raise GranuleReadError(f"{source.name}: there is no object at {source.url}") from None
+    except PermissionError:
+        raise GranuleReadError(f"{source.name}: access to {source.url} was refused (wrong or expired credentials?)"
+                               ) from None
+    _check_size(source, size)
+    with fs.open(source.url, "rb", **open_options(config, size)) as fh:
+        yield fh
+
+
+def _check_size(source: GranuleSource, size: int) -> None:
+    if size == 0:
+        raise GranuleReadError(f"{source.name}: the object {source.url} is empty (0 bytes)")
+    if source.size is not None and size != source.size:
+        raise GranuleReadError(f"{source.name}: the object has {size} bytes but the catalog says {source.size}: "
+                               "it is truncated or not the published file")
+
+
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+
+
+@contextmanager
+def _h5(fileobj: IO[bytes], source: GranuleSource) -> Iterator[h5py.File]:
+    try:
+        h5 = h5py.File(fileobj, "r")
+    except OSError as exc:
+        text = str(exc)
+        m = _TRUNCATED.search(text)
+        if m:
+            raise GranuleReadError(f"{source.name}: the object is truncated: it has {int(m.group(1))} bytes, its "
+                                   f"HDF5 superblock says {int(m.group(2))}") from None
+        if "signature" in text:
+            fileobj.seek(0)
+            head = fileobj.read(16)
+            raise GranuleReadError(f"{source.name}: the object is not an HDF5 file (it starts with {head!r})") from None
+        raise GranuleReadError(f"{source.name}: h5py cannot open the object: {text}") from None
+    with h5:
+        yield h5
+
+
+# -- reading and clipping one granule -----------------------------------------------------------------
+
+
+def _dataset(h5: h5py.File, path: str, granule: str) -> h5py.Dataset:
+    obj = h5.get(path)
+    if not isinstance(obj, h5py.Dataset):
+        raise MissingVariableError(f"{granule}: the variable {path} is missing")
+    return obj
+
+
+def _read(ds: h5py.Dataset, granule: str) -> np.ndarray:
+    try:
+        return ds[()]
+    except OSError as exc:  # e.g. a chunk beyond the end of a truncated object
+        raise GranuleReadError(f"{granule}: cannot read {ds.name}: {exc}") from None
+
+
+def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES, *,
+                 granule: str) -> dict[str, np.ndarray]:
+    """Read whole beams of ``h5`` and keep the rows inside ``aoi``: columns for :func:`canonical_frame`
+    (plus any extra ``variables``), one entry per row. Beams without ``land_ice_segments`` (real ATL06
+    omits beams with no segments) give no rows; a missing variable raises :class:`MissingVariableError`.
+    """
+    epoch = float(_read(_dataset(h5, EPOCH, granule), granule).ravel()[0])
+    orbit = {k: _read(_dataset(h5, p, granule), granule).ravel()[0] for k, p in ORBIT.items()}
+    parts: list[dict[str, np.ndarray]] = []
+    for beam in TRACK_IDS:
+        path = f"{beam}/{GROUP}"
+        if path not in h5:
+            continue
+        values = {v: _read(_dataset(h5, f"{path}/{v}", granule), granule) for v in variables}
+        n = len(values["latitude"])
+        for v, arr in values.items():
+            if arr.ndim != 1 or len(arr) != n:
+                raise GranuleReadError(f"{granule}: {path}/{v} has shape {arr.shape}, expected ({n},)")
+        inside = aoi.contains(values["longitude"], values["latitude"])
+        k = int(inside.sum())
+        if not k:
+            continue
+        cols = {_column(v): arr[inside] for v, arr in values.items() if v != "delta_time"}
+        cols["time"] = atlas_time(values["delta_time"][inside], epoch).tz_localize(None).to_numpy()
+        cols["track_id"] = np.repeat(np.array([beam], dtype=object), k)
+        cols["rgt"] = np.repeat(orbit["rgt"], k)
+        cols["cycle"] = np.repeat(orbit["cycle"], k)
+        cols["granule"] = np.repeat(np.array([granule], dtype=object), k)
+        parts.append(cols)
+    if not parts:
+        return {}
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+def read_granule(source: GranuleSource, *, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES,
+                 config: Config = "tuned", credentials: Any = None) -> dict[str, np.ndarray]:
+    """The worker: open one granule, read and clip it (see :func:`clip_granule`)."""
+    with open_granule(source, config, credentials) as fh, _h5(fh, source) as h5:
+        return clip_granule(h5, aoi, variables, granule=source.name)
+
+
+def _column(variable: str) -> str:
+    return variable.rsplit("/", 1)[-1]
+
+
+# -- the method ------------------------------------------------------------------------------------------
+
+
+def check_variables(variables: Iterable[str]) -> tuple[str, ...]:
+    """The variables to read: the canonical ones (required) first, then any extras, without repeats."""
+    if isinstance(variables, str):
+        variables = [variables]
+    wanted = list(dict.fromkeys(variables))
+    if not all(isinstance(v, str) and v.strip("/") for v in wanted):
+        raise ValueError(f"variables must be names below gtx/{GROUP}, got {wanted!r}")
+    wanted = [v.strip("/") for v in wanted]
+    missing = [v for v in DEFAULT_VARIABLES if v not in wanted]
+    if missing:
+        raise ValueError(f"variables must include {list(DEFAULT_VARIABLES)} (the canonical schema needs them); "
+                         f"missing {missing}")
+    extras = [v for v in wanted if v not in DEFAULT_VARIABLES]
+    clash = [v for v in extras if _column(v) in CANONICAL_COLUMNS]
+    if clash or len({_column(v) for v in extras}) != len(extras):
+        raise ValueError(f"extra variables {extras} would give duplicate column names")
+    return (*DEFAULT_VARIABLES, *extras)
+
+
+def _swapped(area: AOI) -> AOI | None:
+    import shapely
+
+    try:
+        return load_aoi(shapely.transform(area.geometry, lambda xy: xy[:, ::-1]))
+    except AOIError:
+        return None
+
+
+def _check_footprints(area: AOI, granules: Sequence[Any]) -> None:
+    """Refuse an AOI that misses every granule footprint but would meet them with lon/lat swapped."""
+    from is2cloud.catalog import _aoi_shapes, _footprints
+
+    records = [g for g in granules if isinstance(g, dict) and "umm" in g]
+    prints = [fp for g in records for fp in _footprints(g)]
+    if not prints or any(fp.intersects(s) for fp in prints for s in _aoi_shapes(area)):
+        return
+    flipped = _swapped(area)
+    if flipped is not None and any(fp.intersects(s) for fp in prints for s in _aoi_shapes(flipped)):
+        w, s, e, n = area.bounds
+        raise AOIError(f"the AOI {area.name!r} (W {w:.4f}, S {s:.4f}, E {e:.4f}, N {n:.4f}) misses all {len(records)} "
+                       "granule footprints, but with longitude and latitude swapped it meets them: give "
+                       "coordinates as (longitude, latitude)")
+    warnings.warn(f"the AOI {area.name!r} misses the footprints of all {len(records)} granules: "
+                  "the subset will be empty", stacklevel=3)
+
+
+def _earthaccess_sources(granules: Sequence[Any], sources: list[GranuleSource], config: Config) -> list[GranuleSource]:
+    """earthdata mode: ``earthaccess.open`` the granules (logged in by ``get_credentials``) with the
+    configuration's open options, and carry the file objects to the workers (they pickle)."""
+    import earthaccess
+
+    from is2cloud.credentials import get_credentials
+
+    get_credentials("read")  # logs in with the environment or netrc strategy; never prompts
+    # tuned: earthaccess chooses the block size from each object's size itself
+    open_kwargs = {"cache_type": "blockcache"} if config == "tuned" else s3fs_defaults()
+    files = earthaccess.open(list(granules), open_kwargs=open_kwargs, show_progress=False)
+    by_path = {"s3://" + str(f.path).removeprefix("s3://"): f for f in files}
+    out = []
+    for src in sources:
+        if src.url not in by_path:
+            raise GranuleReadError(f"{src.name}: earthaccess.open returned no file for {src.url}")
+        out.append(GranuleSource(src.name, src.url, src.size, src.md5, by_path[src.url]))
+    return out
+
+
+def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] = DEFAULT_VARIABLES, *,
+           config: Config = "tuned", credentials: Any = None, client: Any = None,
+           on_error: Literal["raise", "skip"] = "raise", progress: bool = True):  # -> geopandas.GeoDataFrame
+    """Rows of ``granules`` inside ``aoi`` in the canonical schema, read the earthaccess way.
+
+    ``granules``: ``earthaccess.DataGranule`` objects (e.g. from :func:`is2cloud.catalog.find_granules`),
+    ``s3://`` URLs or local paths. ``aoi``: anything :func:`is2cloud.aoi.load_aoi` takes.
+    ``variables``: below ``gtx/land_ice_segments``; the canonical ones are required, extras become extra
+    columns after ``geometry``. ``config``: ``"naive"`` or ``"tuned"`` (module docstring).
+    ``credentials``: a :class:`~is2cloud.credentials.Credentials`; default: ``get_credentials("read")``
+    (in earthdata mode the files are opened with ``earthaccess.open`` instead). ``client``: see
+    :func:`~is2cloud.parallel.map_granules` (``"sync"`` runs here, serially).
+    ``on_error="skip"`` skips granules that cannot be read; they are listed in
+    ``result.attrs["skipped"]`` and in a warning. Raises :class:`~is2cloud.aoi.AOIError` for a bad AOI,
+    :class:`~is2cloud.catalog.NoGranulesError` for no granules, and
+    :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (``on_error="raise"``).
+    """
+    area = load_aoi(aoi)
+    variables = check_variables(variables)
+    config = _check_config(config)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    items = [granules] if isinstance(granules, (str, os.PathLike)) or (isinstance(granules, dict)
+                                                                        and "umm" in granules) else list(granules)
+    if not items:
+        raise NoGranulesError(f"no granules to subset for AOI {area.name!r}: the list is empty (did the search "
+                              "find nothing?)")
+    _check_footprints(area, items)
+    sources = [granule_source(g) for g in items]
+    remote = any(s.url.startswith("s3://") for s in sources)
+    if remote and credentials is None:
+        if get_settings().mode == "earthdata" and all(isinstance(g, dict) for g in items):
+            sources = _earthaccess_sources(items, sources, config)
+        else:
+            from is2cloud.credentials import get_credentials
+
+            credentials = get_credentials("read")
+    results = map_granules(read_granule, sources, client, on_error=on_error, progress=progress,
+                           label=f"baseline ({config})", aoi=area, variables=variables, config=config,
+                           credentials=credentials)
+    frame = assemble(results, variables)
+    if results.skipped:
+        frame.attrs["skipped"] = [{"granule": f.name, "error": f.error_type, "message": f.message}
+                                  for f in results.skipped]
+        warnings.warn(results.report(), stacklevel=2)
+    return frame
+
+
+def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = DEFAULT_VARIABLES):
+    """One canonical GeoDataFrame from per-granule columns (:func:`clip_granule`), extras after ``geometry``."""
+    parts = [p for p in parts if p]
+    extras = [_column(v) for v in variables if v not in DEFAULT_VARIABLES]
+    if not parts:
+        frame = empty_frame()
+        for c in extras:
+            frame[c] = np.array([], dtype="f8")
+    else:
+        cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        frame = canonical_frame({c: v for c, v in cols.items() if c not in extras}, sort=False)
+        for c in extras:
+            frame[c] = cols[c]
+    return sort_canonical(frame)
+
+
+# -- the physical limit ------------------------------------------------------------------------------------
+
+
+def _local_copies() -> dict[tuple[str, str], tuple[Path, str]]:
+    """(bucket, key) -> (file, etag) of every complete archive in the cache (never generates one)."""
+    from is2cloud.granules.archive import load_archive
+
+    out: dict[tuple[str, str], tuple[Path, str]] = {}
+    root = get_settings().cache_dir / "archive"
+    for d in sorted(root.glob("*")) if root.is_dir() else []:
+        try:
+            arch = load_archive(d)
+        except (FileNotFoundError, ValueError):
+            continue
+        for o in arch.objects:
+            out.setdefault((o["bucket"], o["key"]), (arch.objects_dir / o["bucket"] / o["key"], o["etag"]))
+    return out
+
+
+def _limit_worker(source: GranuleSource, *, aoi: AOI, variables: Sequence[str], credentials: Any) -> PhysicalLimit:
+    with open_granule(source, "tuned", credentials) as fh, _h5(fh, source) as h5:
+        try:
+            return physical_limit(h5, aoi, variables, granule=source.name)
+        except KeyError as exc:
+            raise MissingVariableError(exc.args[0]) from None
+
+
+def aoi_physical_limit(granules: Iterable[Any], aoi: Any, variables: Iterable[str] = DEFAULT_VARIABLES, *,
+                       credentials: Any = None, client: Any = "sync", local_copies: bool = True) -> PhysicalLimit:
+    """The physical limit of subsetting ``granules`` to ``aoi`` (summed over granules; see
+    :mod:`is2cloud.methods.chunks`): what the bench records as ``physical_bytes``.
+
+    It is a property of the files, not of an access method, so with ``local_copies`` a granule whose
+    object is in a local sample archive with the same MD5 as its catalog record is read from disk
+    (no simulated network, nothing in the request ledger); others are read through S3 (tuned).
+    """
+    area = load_aoi(aoi)
+    variables = check_variables(variables)
+    sources = [granule_source(g) for g in granules]
+    if not sources:
+        raise NoGranulesError(f"no granules for the physical limit of AOI {area.name!r}")
+    if local_copies:
+        copies = _local_copies()
+        local = []
+        for s in sources:
+            bucket, _, key = s.url.removeprefix("s3://").partition("/")
+            hit = copies.get((bucket, key)) if s.url.startswith("s3://") else None
+            local.append(GranuleSource(s.name, str(hit[0]), s.size, s.md5) if hit and s.md5 and hit[1] == s.md5 else s)
+        sources = local
+    if credentials is None and any(s.url.startswith("s3://") for s in sources):
+        from is2cloud.credentials import get_credentials
+
+        credentials = get_credentials("read")
+    limits = map_granules(_limit_worker, sources, client, progress=False, label="physical limit", aoi=area,
+                          variables=variables, credentials=credentials)
+    total = PhysicalLimit(granule=f"{len(limits)} granules")
+    for lim in limits:
+        total = total.add(lim)
+    total.granule = f"{len(limits)} granules"
+    return total
+
+
+# -- the benchmark -------------------------------------------------------------------------------------------
+
+
+def _warm_worker(credentials: Any, url: str) -> None:
+    """Import the readers and open an S3 connection in a worker (outside the measurement)."""
+    import s3fs  # noqa: F401
+
+    credentials.s3fs().info(url)
+
+
+def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str] = CONFIGS,
+              profile: str = "in-region", client: Any = None, repeat: int = 1,
+              results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
+    """Measure the baseline (each configuration, ``repeat`` times) on the Greenland AOI at ``scale``.
+
+    ``cloud``: a LocalCloud serving the ``scale`` archive; its profile is set to ``profile`` for the
+    measurements and restored afterwards. Granules come from the archive's catalog. Each measurement
+    records wall/CPU/memory, GETs and bytes from the ledger, and ``physical_bytes``; rows of every
+    configuration are checked to be identical. Returns the measurements (also appended to the results
+    table, ``results`` or the default).
+    """
+    from is2cloud.bench import measure
+    from is2cloud.catalog import find_granules
+    from is2cloud.granules.archive import REPO_DATA, publish_archive
+    from is2cloud.methods.identity import assert_same_rows
+    from is2cloud.parallel import get_client
+
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, not {repeat}")
+    for c in configs:
+        _check_config(c)
+    area = load_aoi(aoi if aoi is not None else REPO_DATA / "greenland_aoi.geojson")
+    root = get_settings().cache_dir / "archive" / scale
+    served = getattr(cloud, "archive", None)
+    if served is not None and Path(served).resolve() != root.resolve():
+        raise ValueError(f"the cloud serves {served}, not the {scale!r} archive at {root}")
+    archive = publish_archive(scale, cache_dir=get_settings().cache_dir)
+    granules = find_granules(area, "ATL06", archive=archive)
+    credentials = cloud.credentials()
+    limit = aoi_physical_limit(granules, area, credentials=credentials)
+    if client is None:
+        client = get_client()
+    if not isinstance(client, str):
+        client.run(_warm_worker, credentials, granules[0].data_links(access="direct")[0])
+    before = cloud.profile_name
+    cloud.set_profile(profile)
+    out, frames = [], {}
+    try:
+        for config in configs:
+            for i in range(repeat):
+                notes = (f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules, "
+                         f"{open_options(config, 0)['cache_type']}; run {i + 1}/{repeat}")
+                with measure(f"baseline ({config})", method="baseline", cloud=cloud, scale=scale, results=results,
+                             notes=notes) as m:
+                    gdf = subset(granules, area, config=config, credentials=credentials, client=client,
+                                 progress=False)
+                    m.rows, m.granules, m.physical_bytes = len(gdf), len(granules), limit.nbytes
+                out.append(m)
+                frames.setdefault(config, gdf)
+    finally:
+        cloud.set_profile(before)
+    names = list(frames)
+    for other in names[1:]:
+        assert_same_rows(frames[names[0]], frames[other], names=(names[0], other))
+    return out
