@@ -130,11 +130,13 @@ def main() -> None:
     ap.add_argument("--pulses", type=int, default=250_000, help="pulses per beam (0.7 m apart)")
     ap.add_argument("--background", type=float, default=1.0, help="background photons per pulse")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--cnf", type=int, default=None, help="cnf level (default: the server default [2, 3, 4])")
     ap.add_argument("--no-hdf5", action="store_true", help="skip the read-from-HDF5 measurement")
     args = ap.parse_args()
 
     info = atl06sr.GranuleInfo(rgt=1160, cycle=2, region=3, sc_orient=0, version=6)
-    parms = atl06sr.parse_parms({})
+    request = {} if args.cnf is None else {"cnf": args.cnf}
+    parms = atl06sr.parse_parms(request)
     beams = [
         synthetic_beam(args.pulses, 3.0, args.background, seed=1, beam="gt1l"),
         synthetic_beam(args.pulses, 0.75, args.background / 2, seed=2, beam="gt1r"),
@@ -153,7 +155,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "ATL03_20190301010101_11600203_006_01.h5")
             write_granule(path, beams)
-            p = {"beams": [b.beam for b in beams]}
+            p = {**request, "beams": [b.beam for b in beams]}
             t = best_of(lambda: atl06sr.process_granule(path, p), args.repeat)
             rows = len(atl06sr.process_granule(path, p))
             print(

@@ -57,9 +57,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:  # geopandas is imported lazily: the engine itself needs only numpy
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -757,8 +760,8 @@ def _expand(
     valid = n >= parms.cnt
     first = np.cumsum(n) - n
     multi = n > 1
-    spread = x32[first[multi] + n[multi] - 1] - x32[first[multi]]  # float32, in traversal order
-    valid[np.flatnonzero(multi)[spread < parms.ats]] = False
+    spread = x32[first[multi] + n[multi] - 1] - x32[first[multi]]  # float32 difference, in traversal order
+    valid[np.flatnonzero(multi)[spread.astype(np.float64) < parms.ats]] = False  # compared as double
     keep = (valid | parms.pass_invalid) & (n > 0)
     kept = np.flatnonzero(keep)
     on = keep[e]
@@ -1046,15 +1049,22 @@ def fit_beam(
         ext = _extents_in_segments(seg, sdx, p.len, p.res)
     else:
         ext = _extents_in_meters(seg, along, sdx, p.len, p.res)
-    return concat_columns([_fit_extents(beam, p, granule, chunk, seg, sel) for chunk in _chunks(ext)])
+    chunks = _chunks(ext)
+    return concat_columns([_fit_extents(beam, p, granule, chunk, seg, along, sdx, sel) for chunk in chunks])
 
 
 def _fit_extents(
-    beam: Atl03Beam, p: Atl06Parms, granule: GranuleInfo, ext: _Extents, seg: np.ndarray, sel: np.ndarray
+    beam: Atl03Beam,
+    p: Atl06Parms,
+    granule: GranuleInfo,
+    ext: _Extents,
+    seg: np.ndarray,
+    along: np.ndarray,
+    sdx: np.ndarray,
+    sel: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Expand, pre-check, fit and assemble one chunk of extents."""
-    sdx = np.asarray(beam.segment_dist_x, dtype=np.float64)
-    kept, el = _expand(ext, seg, np.asarray(beam.dist_ph_along, dtype=np.float32), sdx, sel, p)
+    kept, el = _expand(ext, seg, along, sdx, sel, p)
     if kept.size == 0:
         return _empty_columns()
     h = beam.h_ph[el.pidx].astype(np.float64)
@@ -1062,6 +1072,30 @@ def _fit_extents(
     bg_dens = _background_density(beam, ext.eseg[kept], p)
     fit = _fit_block(el.x, h - np.repeat(h_ref, el.counts), el.counts, bg_dens, p)
     return _assemble(beam, p, granule, ext, kept, el, h_ref, fit)
+
+
+def _geolocate(beam: Atl03Beam, pidx: np.ndarray, x: np.ndarray, fit: _FitResult) -> dict[str, np.ndarray]:
+    """Latitude, longitude, time (Unix ns) and y_atc of the fitted line at each extent centre.
+
+    ``pidx``/``x`` are the photons of every extent's final set, extent by extent.
+    """
+    offs = _offsets(fit.n_fit)
+    lat = _fitted(beam.lat_ph[pidx].astype(np.float64), x, offs, fit.i11, fit.i12)
+    lon_ph = beam.lon_ph[pidx].astype(np.float64)
+    first_lon = lon_ph[offs]
+    wrap = (first_lon < -150.0) | (first_lon > 150.0)  # fit in 0..360, map back to -180..180
+    lon_ph = np.where(np.repeat(wrap, fit.n_fit), np.fmod(lon_ph + 360.0, 360.0), lon_ph)
+    lon = _fitted(lon_ph, x, offs, fit.i11, fit.i12)
+    lon = np.where(wrap, np.fmod(lon + 180.0, 360.0) - 180.0, lon)
+    dt = beam.delta_time[pidx].astype(np.float64)
+    t_ref = dt[offs]
+    offset_ns = np.floor((_fitted(dt, x, offs, fit.i11, fit.i12) - t_ref) * 1e9)
+    finite = np.isfinite(offset_ns)  # a degenerate fit (one photon) is NaN: INT64_MIN (NaT), as the C cast gives
+    time_ns = np.where(
+        finite, delta_time_to_unix_ns(t_ref) + np.where(finite, offset_ns, 0.0).astype(np.int64), np.iinfo(np.int64).min
+    )
+    y_atc = _fitted(beam.dist_ph_across[pidx].astype(np.float64), x, offs, fit.i11, fit.i12)
+    return {"latitude": lat, "longitude": lon, "time": time_ns, "y_atc": y_atc}
 
 
 def _assemble(
@@ -1075,24 +1109,7 @@ def _assemble(
     fit: _FitResult,
 ) -> dict[str, np.ndarray]:
     """Build the output columns of one beam from the fit results."""
-    pidx, x = el.pidx[fit.final], el.x[fit.final]
-    offs = _offsets(fit.n_fit)
-    lat = _fitted(beam.lat_ph[pidx].astype(np.float64), x, offs, fit.i11, fit.i12)
-    lon_ph = beam.lon_ph[pidx].astype(np.float64)
-    first_lon = lon_ph[offs]
-    wrap = (first_lon < -150.0) | (first_lon > 150.0)
-    lon_ph = np.where(np.repeat(wrap, fit.n_fit), np.fmod(lon_ph + 360.0, 360.0), lon_ph)
-    lon = _fitted(lon_ph, x, offs, fit.i11, fit.i12)
-    lon = np.where(wrap, np.fmod(lon + 180.0, 360.0) - 180.0, lon)
-    dt = beam.delta_time[pidx].astype(np.float64)
-    t_ref = dt[offs]
-    dt_fit = _fitted(dt, x, offs, fit.i11, fit.i12) - t_ref
-    offset_ns = np.floor(dt_fit * 1e9)
-    finite = np.isfinite(offset_ns)  # a degenerate fit (one photon) is NaN: INT64_MIN (NaT), as the C cast gives
-    time_ns = np.where(
-        finite, delta_time_to_unix_ns(t_ref) + np.where(finite, offset_ns, 0.0).astype(np.int64), np.iinfo(np.int64).min
-    )
-    y_atc = _fitted(beam.dist_ph_across[pidx].astype(np.float64), x, offs, fit.i11, fit.i12)
+    geo = _geolocate(beam, el.pidx[fit.final], el.x[fit.final], fit)
     invalid = (fit.pflags & PFLAGS_INVALID) != 0
     rms32 = np.where(invalid, 0.0, fit.rms).astype(np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -1113,13 +1130,13 @@ def _assemble(
         "h_mean": h_ref + fit.h_mean,
         "dh_fit_dx": fit.slope.astype(np.float32),
         "x_atc": (ext.start[kept] + p.extent_length / 2.0).astype(np.float32),
-        "y_atc": y_atc.astype(np.float32),
+        "y_atc": geo["y_atc"].astype(np.float32),
         "w_surface_window_final": fit.window.astype(np.float32),
         "rms_misfit": rms32,
         "h_sigma": h_sigma,
-        "time": time_ns,
-        "latitude": lat,
-        "longitude": lon,
+        "time": geo["time"],
+        "latitude": geo["latitude"],
+        "longitude": geo["longitude"],
     }  # fmt: skip
 
 
@@ -1128,14 +1145,14 @@ def _assemble(
 # --------------------------------------------------------------------------------------------------
 
 
-def empty_frame() -> Any:
+def empty_frame() -> gpd.GeoDataFrame:
     """What the client returns when there are no elevations: geometry only, CRS EPSG:7912."""
     import geopandas as gpd
 
     return gpd.GeoDataFrame(geometry=gpd.points_from_xy([], [], []), crs=ICESAT2_CRS)
 
 
-def to_geodataframe(columns: Mapping[str, np.ndarray], keep_id: bool = False) -> Any:
+def to_geodataframe(columns: Mapping[str, np.ndarray], keep_id: bool = False) -> gpd.GeoDataFrame:
     """Columns -> the ``atl06p`` GeoDataFrame: index ``time`` (datetime64[ns], sorted), Point geometry, EPSG:7912."""
     import geopandas as gpd
     import pandas as pd
@@ -1317,7 +1334,7 @@ def process_granule(
     *,
     aoi_mode: Literal["poly", "raster"] = "poly",
     keep_id: bool | None = None,
-) -> Any:
+) -> gpd.GeoDataFrame:
     """ATL06-SR elevations of one ATL03 granule, as the GeoDataFrame ``sliderule.icesat2.atl06p`` returns.
 
     ``h5file_or_path`` is a path, an open ``h5py.File``, or any object whose ``obj["gt1l/heights/h_ph"]``
