@@ -11,12 +11,13 @@ AssertionError says which keys are missing on either side and which columns diff
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
 from is2cloud.methods.schema import SORT_KEYS, sort_canonical
 
-__all__ = ["RowDiff", "diff_rows", "assert_same_rows"]
+__all__ = ["RowDiff", "assert_same_rows", "diff_rows"]
 
 
 @dataclass

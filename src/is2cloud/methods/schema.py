@@ -22,26 +22,27 @@ Build frames with :func:`canonical_frame` so every method converts the same way.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
+    "ATL06_VARIABLES",
     "CANONICAL_COLUMNS",
-    "CANONICAL_DTYPES",
     "CANONICAL_CRS",
+    "CANONICAL_DTYPES",
+    "FILL_VALUE_F32",
+    "ORBIT_VARIABLES",
     "SORT_KEYS",
     "TRACK_IDS",
-    "ATL06_VARIABLES",
-    "ORBIT_VARIABLES",
-    "FILL_VALUE_F32",
     "SchemaError",
     "atlas_time",
     "canonical_frame",
+    "check_canonical",
     "empty_frame",
     "sort_canonical",
-    "check_canonical",
 ]
 
 TRACK_IDS: tuple[str, ...] = ("gt1l", "gt1r", "gt2l", "gt2r", "gt3l", "gt3r")
@@ -90,7 +91,7 @@ def atlas_time(delta_time: Any, atlas_sdp_gps_epoch: float) -> pd.DatetimeIndex:
     frac_ns = np.round((dt - whole) * 1e9).astype("i8")
     epoch = float(atlas_sdp_gps_epoch)
     epoch_whole = int(np.floor(epoch))
-    epoch_frac_ns = int(round((epoch - epoch_whole) * 1e9))
+    epoch_frac_ns = round((epoch - epoch_whole) * 1e9)
     base_ns = (_GPS_EPOCH_UNIX_S + epoch_whole - _LEAP_SECONDS_SINCE_2017) * 10**9 + epoch_frac_ns
     ns = whole.astype("i8") * 10**9 + frac_ns + base_ns
     return pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC")
