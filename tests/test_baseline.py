@@ -134,6 +134,20 @@ def test_naive_and_tuned_return_the_same_rows(granules, creds, archive_cloud):
     assert archive_cloud.summary(seq).gets >= len(granules) and archive_cloud.summary(mid).gets >= len(granules)
 
 
+@pytest.mark.parametrize("config", ["naive", "tuned"])
+def test_injected_faults_are_retried_and_give_the_same_rows(granules, creds, archive_cloud, config):
+    reference = subset(granules, GREENLAND, config=config, credentials=creds, client="sync", progress=False)
+    for kind in ("503", "500", "reset"):
+        archive_cloud.set_faults(0.3, kinds=[kind], seed=1)
+        try:
+            seq = archive_cloud.seq
+            faulty = subset(granules, GREENLAND, config=config, credentials=creds, client="sync", progress=False)
+            assert archive_cloud.summary(seq).faults > 0, kind
+        finally:
+            archive_cloud.set_faults(0.0)
+        assert_same_rows(reference, faulty, names=("clean", f"with {kind} faults"))
+
+
 def test_dask_workers_build_their_own_filesystem(granules, creds):
     from is2cloud.parallel import get_client
 
