@@ -255,6 +255,7 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
                results: str | Path | None = None) -> list[Measurement]:
     """Run benchmark suites (see docs/CONTRACTS.md) on each scale's archive, in one local cloud per scale."""
     import importlib
+    import inspect
 
     from is2cloud.granules import publish_archive
     from is2cloud.localcloud import LocalCloud
@@ -270,8 +271,13 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
             for suite in suites:
                 module, func = SUITES[suite].split(":")
                 fn = getattr(importlib.import_module(module), func)
-                for m in fn(cloud, archive, scale):
-                    append_result(m, results)
+                accepted = inspect.signature(fn).parameters
+                offered = {"cloud": cloud, "archive": archive, "scale": scale,
+                           "results": Path(results) if results else results_path()}
+                kwargs = {k: v for k, v in offered.items() if k in accepted}
+                for m in fn(**kwargs):
+                    if "results" not in accepted:  # suites that take `results` record themselves
+                        append_result(m, results)
                     out.append(m)
     return out
 
