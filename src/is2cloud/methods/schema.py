@@ -147,7 +147,7 @@ def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = T
         v = _broadcast(data[c], n, c)
         dtype = CANONICAL_DTYPES[c]
         if c == "time":
-            out[c] = _to_time(v).to_numpy() if n else pd.array([], dtype=dtype)
+            out[c] = _to_time(v).array if n else pd.array([], dtype=dtype)  # stay datetime64: no object round trip
         elif dtype is STR:
             s = pd.Series(v, dtype=object)
             if s.isna().any():
