@@ -14,22 +14,16 @@ from is2cloud.granules import common, orbit
 from is2cloud.granules.atl03 import write_atl03
 from is2cloud.granules.atl06 import write_atl06
 from is2cloud.granules.orbit import BEAMS, GranuleSpec, plan_granules
+from granule_specs import short_spec
 
 REPO = Path(__file__).resolve().parents[1]
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 
 
-def _spec(aoi: str, product: str, cycle: int, rgt: int, half_m: float) -> GranuleSpec:
-    spec = next(s for s in plan_granules(REPO / "data" / aoi, product, [cycle], window="aoi", margin_m=0)
-                if s.rgt == rgt)
-    x0, x1 = spec.window
-    mid = (x0 + x1) / 2
-    return spec.with_window(mid - half_m, mid + half_m, reason="test window")
-
 
 @pytest.fixture(scope="module")
 def atl03(tmp_path_factory) -> Path:
-    spec = _spec("grandmesa.geojson", "ATL03", 3, 295, 3000)
+    spec = short_spec("grandmesa.geojson", "ATL03", 3, 295, 3000)
     path = tmp_path_factory.mktemp("layout") / spec.name
     write_atl03(spec, path)
     return path
@@ -37,7 +31,7 @@ def atl03(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def atl06(tmp_path_factory) -> Path:
-    spec = _spec("greenland_aoi.geojson", "ATL06", 3, 94, 25_000)
+    spec = short_spec("greenland_aoi.geojson", "ATL06", 3, 94, 25_000)
     path = tmp_path_factory.mktemp("layout") / spec.name
     write_atl06(spec, path)
     return path

@@ -13,16 +13,10 @@ from is2cloud.granules.atl03 import C_LIGHT, SHOTS_PER_BCKGRD, write_atl03
 from is2cloud.granules.atl06 import write_atl06
 from is2cloud.granules.orbit import BEAMS, GranuleSpec, plan_granules
 from is2cloud.granules.surface import surface_dhdt, surface_height
+from granule_specs import short_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _spec(aoi: str, product: str, cycle: int, rgt: int, half_m: float) -> GranuleSpec:
-    spec = next(s for s in plan_granules(REPO / "data" / aoi, product, [cycle], window="aoi", margin_m=0)
-                if s.rgt == rgt)
-    x0, x1 = spec.window
-    mid = (x0 + x1) / 2
-    return spec.with_window(mid - half_m, mid + half_m, reason="test window")
 
 
 def _write(tmp_path_factory, spec: GranuleSpec) -> tuple[GranuleSpec, Path]:
@@ -33,17 +27,17 @@ def _write(tmp_path_factory, spec: GranuleSpec) -> tuple[GranuleSpec, Path]:
 
 @pytest.fixture(scope="module")
 def mesa03(tmp_path_factory):
-    return _write(tmp_path_factory, _spec("grandmesa.geojson", "ATL03", 3, 295, 3000))
+    return _write(tmp_path_factory, short_spec("grandmesa.geojson", "ATL03", 3, 295, 3000))
 
 
 @pytest.fixture(scope="module")
 def ice03(tmp_path_factory):
-    return _write(tmp_path_factory, _spec("greenland_aoi.geojson", "ATL03", 5, 94, 2500))
+    return _write(tmp_path_factory, short_spec("greenland_aoi.geojson", "ATL03", 5, 94, 2500))
 
 
 @pytest.fixture(scope="module")
 def ice06(tmp_path_factory):
-    return {c: _write(tmp_path_factory, _spec("greenland_aoi.geojson", "ATL06", c, 94, 20_000)) for c in (3, 8)}
+    return {c: _write(tmp_path_factory, short_spec("greenland_aoi.geojson", "ATL06", c, 94, 20_000)) for c in (3, 8)}
 
 
 def _photons(f: h5py.File, beam: str) -> dict[str, np.ndarray]:

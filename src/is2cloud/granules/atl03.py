@@ -579,13 +579,7 @@ def _write_quality(f: h5py.File, spec: GranuleSpec, totals: dict[str, np.ndarray
     c.set_attrs(q, {"Description": "Contains quality assessment data. This may include QA counters, QA along-track "
                     "data and/or QA summary data.", "data_rate": "Data within this group pertain to the granule in "
                     "its entirety."})
-    put_scalar(q, "qa_granule_fail_reason", 0, "i4", cf(
-        "1", "Granule Failure Reason", "Flag indicating granule failure reason. 0=no failure",
-        content="qualityInformation", source="Operations"))
-    put_scalar(q, "qa_granule_pass_fail", 0, "i4", cf(
-        "1", "Granule Pass Flag", "Flag indicating granule quality. 0=granule passes automatic QA",
-        content="qualityInformation", source="Operations", flag_meanings="PASS FAIL",
-        flag_values=np.array([0, 1], dtype="i4")))
+    c.put_qa_flags(q)
     qdt = c.make_scale(put(q, "delta_time", np.array([spec.data_start_delta_time]), cf(
         "seconds since 2018-01-01", "Elapsed GPS seconds", "Start time of the QA summary.",
         content="referenceInformation", standard_name="time")))

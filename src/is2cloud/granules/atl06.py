@@ -540,13 +540,7 @@ def _write_quality(f: h5py.File, spec: GranuleSpec, beams: dict[str, _Beam]) -> 
     q = f.create_group("quality_assessment")
     c.set_attrs(q, {"Description": "Contains quality assessment data. This may include QA counters, QA along-track "
                     "data and/or QA summary data.", "data_rate": "Data are stored at the qa_at_interval rate."})
-    put_scalar(q, "qa_granule_fail_reason", 0, "i4", cf(
-        "1", "Granule Failure Reason", "Flag indicating granule failure reason. 0=no failure",
-        content="qualityInformation", source="Operations"))
-    put_scalar(q, "qa_granule_pass_fail", 0, "i4", cf(
-        "1", "Granule Pass Flag", "Flag indicating granule quality. 0=granule passes automatic QA",
-        content="qualityInformation", source="Operations", flag_meanings="PASS FAIL",
-        flag_values=np.array([0, 1], dtype="i4")))
+    c.put_qa_flags(q)
     for name, b in beams.items():
         g = q.create_group(name)
         idx = np.arange(b.seg_id.size) // QA_INTERVAL

@@ -536,3 +536,14 @@ __all__ = [
     "control_text", "make_scale", "open_new", "put", "put_scalar", "put_string", "root_attrs", "set_attr",
     "set_attrs", "track_extent", "write_common_ancillary", "write_metadata", "write_orbit_info",
 ]
+
+
+def put_qa_flags(q: h5py.Group) -> None:
+    """The granule-level QA flags of ``/quality_assessment`` (both products: a granule that passed)."""
+    put_scalar(q, "qa_granule_fail_reason", 0, "i4", cf(
+        "1", "Granule Failure Reason", "Flag indicating granule failure reason. 0=no failure",
+        content="qualityInformation", source="Operations"))
+    put_scalar(q, "qa_granule_pass_fail", 0, "i4", cf(
+        "1", "Granule Pass Flag", "Flag indicating granule quality. 0=granule passes automatic QA",
+        content="qualityInformation", source="Operations", flag_meanings="PASS FAIL",
+        flag_values=np.array([0, 1], dtype="i4")))
