@@ -860,16 +860,20 @@ def _n_workers(client: Any) -> int | str:
 
 
 def _warm_worker() -> None:
-    """Import what a task needs, so the first measured task does not pay for it."""
-    import geopandas  # noqa: F401
+    """Load what a task needs (libraries, the CRS database), so the first measured task does not pay for it."""
     import h5py  # noqa: F401
     import s3fs  # noqa: F401
 
-    import is2cloud.atl06sr
-    import is2cloud.credentials  # noqa: F401
+    atl06sr.empty_frame()  # geopandas, and pyproj's database for EPSG:7912
 
 
 def warm_workers(client: Any) -> None:
-    """Import the engine's libraries on every Dask worker once (SlideRule's servers are warm too)."""
+    """Load what :func:`atl06p` needs, here and on every Dask worker, before timing it (SlideRule's
+    servers are warm too): the catalog (earthaccess), the GeoParquet writer and the engine."""
+    import earthaccess  # noqa: F401
+
+    from is2cloud import catalog, geoparquet  # noqa: F401
+
+    _warm_worker()
     if client is not None and not isinstance(client, str):
         client.run(_warm_worker)
