@@ -448,6 +448,26 @@ def test_earthdata_checks_input_before_calling(earthdata, poly, monkeypatch):
         sr.atl06p(sr.tutorial_parms(poly, output={"path": "s3://b/k.parquet"}))
 
 
+def test_earthdata_reference_is_nasas_atl06_of_the_same_tracks(earthdata, native, monkeypatch):
+    import is2cloud.catalog
+    from is2cloud.methods import baseline
+
+    def granule(rgt, cycle):
+        return {"umm": {"GranuleUR": f"ATL06_20190417134751_{rgt:04d}{cycle:02d}02_006_01.h5"}}
+
+    searched, subset = {}, {}
+    found = [granule(295, 3), granule(295, 5), granule(295, 4), granule(1156, 3)]
+    monkeypatch.setattr(is2cloud.catalog, "find_granules",
+                        lambda aoi, product, temporal=None, **kw: searched.update(product=product, temporal=temporal)
+                        or found)
+    monkeypatch.setattr(baseline, "subset", lambda granules, aoi, **kw: subset.update(granules=granules) or "frame")
+    assert sr.atl06_reference(native, GRANDMESA) == "frame"
+    assert searched["product"] == "ATL06"
+    start, end = searched["temporal"]
+    assert start <= native.index.min().tz_localize("UTC") and native.index.max().tz_localize("UTC") <= end
+    assert subset["granules"] == found[:2]  # RGT 295 in cycles 3 and 5 only
+
+
 # -- make bench ----------------------------------------------------------------------------------
 
 
