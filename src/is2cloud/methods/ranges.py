@@ -130,14 +130,14 @@ def run_sync(coro: Any) -> Any:
 def coalesce(ranges: Iterable[tuple[int, int]], *, max_gap: int = 0, max_size: int = 64 * _MiB
              ) -> list[tuple[int, int]]:
     """Merge ``(start, end)`` ranges (end exclusive) that overlap, touch, or lie at most ``max_gap`` bytes
-    apart, without making a range longer than ``max_size`` (a single longer input range is kept whole).
-    Returns sorted, disjoint ranges that cover every input range."""
+    apart, without making a range longer than ``max_size`` (a single longer input range is kept whole, and
+    overlapping ranges are always merged). Returns sorted, disjoint ranges, each input range inside one."""
     items = sorted((int(a), int(b)) for a, b in ranges if b > a)
     out: list[tuple[int, int]] = []
     for a, b in items:
         if out:
             s, e = out[-1]
-            if a - e <= max_gap and max(b, e) - s <= max_size:
+            if a < e or (a - e <= max_gap and max(b, e) - s <= max_size):
                 out[-1] = (s, max(b, e))
                 continue
         out.append((a, b))
