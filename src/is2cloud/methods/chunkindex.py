@@ -112,6 +112,7 @@ WINDOW_ROWS_CONTIGUOUS = 10_000  # window length when the coordinate dataset is 
 EAGER_BYTES = 512 * 2**20    # objects up to this size are fetched whole while building
 BLOCK_BYTES = 8 * 2**20
 _M_PER_DEG = 111_320.0
+_MAX_MARGIN_DEFAULT = 0.01   # the bbox allowance for an index whose metadata lacks max_margin
 _GRANULE_RE = re.compile(r"(ATL\d{2})_\d{14}_\d{8}_(\d{3})_\d{2}")
 
 
@@ -664,6 +665,22 @@ def _to_gdf(frame: pd.DataFrame):  # -> geopandas.GeoDataFrame
     return gpd.GeoDataFrame(frame, geometry="footprint", crs="EPSG:4326")
 
 
+def _extents(fp: np.ndarray) -> list[list[float]]:
+    """Boxes covering the footprints: one for the pieces in the eastern hemisphere, one for the western.
+    A footprint split at the antimeridian has bounds spanning every longitude; its pieces do not."""
+    parts = shapely.get_parts(fp)
+    if not len(parts):
+        return []
+    b = shapely.bounds(parts)
+    east = (b[:, 0] + b[:, 2]) / 2 >= 0
+    out = []
+    for side in (east, ~east):
+        if side.any():
+            out.append([float(b[side, 0].min()), float(b[side, 1].min()), float(b[side, 2].max()),
+                        float(b[side, 3].max())])
+    return out
+
+
 def _meta(product: str, variables: Sequence[str], frame: pd.DataFrame, previous: dict[str, Any] | None = None
           ) -> dict[str, Any]:
     fp = np.asarray(frame["footprint"].values, dtype=object) if len(frame) else np.array([], dtype=object)
@@ -672,6 +689,8 @@ def _meta(product: str, variables: Sequence[str], frame: pd.DataFrame, previous:
         "format": FORMAT, "product": product, "group": GROUPS[product], "coordinates": list(COORDINATES[product]),
         "variables": list(variables), "h3_resolution": H3_RESOLUTION, "h3_sort_resolution": H3_SORT_RESOLUTION,
         "h3_allowance_m": H3_ALLOWANCE_M, "tolerance_deg": TOLERANCE_DEG, "extent": bounds,
+        "extents": _extents(fp),
+        "max_margin": float(frame["margin"].max()) if len(frame) else 0.0,
         "granules": int(frame["granule"].nunique()) if len(frame) else 0, "windows": int(len(frame)),
         "created": (previous or {}).get("created") or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -819,7 +838,11 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
                                product=product, variables=variables, credentials=credentials, known=known,
                                inline_bytes=inline_bytes)
     except GranuleError as exc:
-        raise ChunkIndexError(str(exc)) from None
+        # keep the kind of error when every granule failed the same way (a stale record, another product)
+        kinds = {f.error_type for f in exc.failures}
+        cls = {"StaleIndexError": StaleIndexError, "WrongProductError": WrongProductError}.get(
+            kinds.pop() if len(kinds) == 1 else "", ChunkIndexError)
+        raise cls(str(exc)) from None
     new = [r for r in results if not r.get("unchanged")]
     found = {r["product"] for r in new}
     if len(found) > 1:
@@ -920,10 +943,14 @@ def _row_groups(pf: Any, covering: str, boxes: Sequence[tuple[float, float, floa
     return keep
 
 
-def _outside(aoi: AOI, extent: Sequence[float] | None, where: str) -> None:
+def _outside(aoi: AOI, extent: Sequence[float] | None, where: str,
+             extents: Sequence[Sequence[float]] | None = None, pad: float = 0.0) -> None:
+    """OutsideIndexError unless the AOI meets the index's extent boxes widened by ``pad`` (the largest
+    margin: a point lies within its window's margin of the footprint, not always inside its bounds)."""
     if extent is None:
         raise OutsideIndexError(f"the chunk index {where} is empty: the AOI {aoi.name!r} is outside it")
-    if not bool(_meets(extent[0], extent[1], extent[2], extent[3], aoi.bboxes)):
+    boxes = extents or [extent]
+    if not any(bool(_meets(b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad, aoi.bboxes)) for b in boxes):
         w, s, e, n = aoi.bounds
         raise OutsideIndexError(
             f"the AOI {aoi.name!r} (W {w:.4f}, S {s:.4f}, E {e:.4f}, N {n:.4f}) is outside the chunk index {where}, "
@@ -947,7 +974,11 @@ def _open_index(index: Any, credentials: Any) -> tuple[dict[str, Any], Any, str]
 def _candidates(handle: Any, meta: dict[str, Any], where: str, aoi: AOI, variables: Sequence[str]
                 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Index rows whose bbox meets the AOI (row groups pruned by statistics when reading a file)."""
-    _outside(aoi, meta.get("extent"), where)
+    # Footprint bounds (the bbox column, its row-group statistics, the extent) are widened by the margin:
+    # Douglas-Peucker may drop a vertex that bulges past the bounds of the simplified line.
+    pad = float(meta.get("max_margin", _MAX_MARGIN_DEFAULT))
+    padded = [(w - pad, s - pad, e + pad, n + pad) for w, s, e, n in aoi.bboxes]
+    _outside(aoi, meta.get("extent"), where, meta.get("extents"), pad)
     if isinstance(handle, ChunkIndex):
         frame = pd.DataFrame(handle.frame)
         steps = {"row_groups": 1, "row_groups_read": 1, "index": len(frame)}
@@ -961,7 +992,7 @@ def _candidates(handle: Any, meta: dict[str, Any], where: str, aoi: AOI, variabl
             frame = pd.DataFrame(columns=cols)
             steps = {}
         else:
-            groups = _row_groups(handle, "bbox", aoi.bboxes)
+            groups = _row_groups(handle, "bbox", padded)
             table = handle.read_row_groups(groups, columns=cols)
             frame = table.drop_columns(["bbox"]).to_pandas()
             frame["footprint"] = shapely.from_wkb(frame["footprint"].to_numpy(dtype=object))
@@ -973,7 +1004,8 @@ def _candidates(handle: Any, meta: dict[str, Any], where: str, aoi: AOI, variabl
                               f"{meta.get('variables')}); rebuild it with variables=... including them")
     if len(frame):
         b = shapely.bounds(np.asarray(frame["footprint"].values, dtype=object))
-        frame = frame[_meets(b[:, 0], b[:, 1], b[:, 2], b[:, 3], aoi.bboxes)]
+        m = frame["margin"].to_numpy("f8")
+        frame = frame[_meets(b[:, 0] - m, b[:, 1] - m, b[:, 2] + m, b[:, 3] + m, aoi.bboxes)]
     steps["bbox"] = len(frame)
     return frame.reset_index(drop=True), steps
 
