@@ -90,6 +90,37 @@ def test_coalesce_disjoint_inputs_respect_max_size():
             assert s2 - e1 > gap or e2 - s1 > size
 
 
+def test_coalesce_gap_budget():
+    ranges = [(0, 100), (110, 200), (300, 400), (402, 500), (1000, 1100)]
+    assert coalesce(ranges, max_gap=1000) == [(0, 1100)]
+    assert coalesce(ranges, max_gap=1000, max_extra=10**9) == coalesce(ranges, max_gap=1000)
+    assert coalesce(ranges, max_gap=1000, max_extra=0) == coalesce(ranges, max_gap=0)
+    # the smallest gaps first: 2 bytes, then 10; the 100-byte gap does not fit in what is left
+    assert coalesce(ranges, max_gap=1000, max_extra=12) == [(0, 200), (300, 500), (1000, 1100)]
+    assert coalesce(ranges, max_gap=1000, max_extra=111) == [(0, 200), (300, 500), (1000, 1100)]
+    assert coalesce(ranges, max_gap=1000, max_extra=112) == [(0, 500), (1000, 1100)]
+    assert coalesce(ranges, max_gap=5, max_extra=10**9) == [(0, 100), (110, 200), (300, 500), (1000, 1100)]
+    assert coalesce(ranges, max_gap=1000, max_extra=10**9, max_size=250) == [(0, 200), (300, 500), (1000, 1100)]
+
+
+def test_coalesce_gap_budget_random():
+    rng = np.random.default_rng(9)
+    for _ in range(300):
+        cuts = np.unique(rng.integers(0, 11_000, int(rng.integers(2, 40))))
+        ranges = [(int(a), max(int(a) + 1, int(b) - int(rng.integers(0, 80))))
+                  for a, b in zip(cuts[:-1], cuts[1:]) if rng.random() < 0.6]
+        gap, size, extra = int(rng.integers(0, 300)), int(rng.integers(300, 5000)), int(rng.integers(0, 800))
+        out = coalesce(ranges, max_gap=gap, max_size=size, max_extra=extra)
+        _check_cover(ranges, out, gap)
+        fetched = sum(e - s for s, e in out)
+        assert fetched - sum(b - a for a, b in ranges) <= extra
+        for s, e in out:
+            assert e - s <= size or (s, e) in ranges
+        used = fetched - sum(b - a for a, b in ranges)
+        for (s1, e1), (s2, e2) in zip(out, out[1:]):  # a gap left open did not fit
+            assert s2 - e1 > gap or e2 - s1 > size or s2 - e1 > extra - used
+
+
 # -- helpers -------------------------------------------------------------------------------------------------
 
 

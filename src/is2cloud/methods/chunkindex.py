@@ -106,6 +106,7 @@ TOLERANCE_DEG = 1e-4         # Douglas-Peucker tolerance of footprints (~11 m of
 MARGIN_EPS_DEG = 1e-9        # added to every margin: floating-point slack between build and query
 H3_ALLOWANCE_M = 200.0       # H3 tests overlap with straight edges in lon/lat; widen both sides by this
 ATL03_SEGMENT_MARGIN_M = 50.0  # photons of a 20 m segment lie within this of its reference photon
+MAX_OVERFETCH = 0.1          # coalescing gaps may add at most this fraction of the chunk bytes to a query
 INLINE_BYTES = 512           # chunks stored in at most this many bytes are copied into the index
 ROW_GROUP_ROWS = 512
 WINDOW_ROWS_CONTIGUOUS = 10_000  # window length when the coordinate dataset is not chunked
@@ -1087,8 +1088,13 @@ def _expected_product(product: str | None, granules: Sequence[Any] | None) -> st
 
 def plan(index: Any, aoi: Any, variables: Iterable[str] | None = None, *, granules: Sequence[Any] | None = None,
          product: str | None = None, temporal: Any = None, index_credentials: Any = None,
-         max_gap: int = 4096, max_range_bytes: int = 16 * 2**20) -> QueryPlan:
-    """Prune the index for ``aoi`` and plan the fetch: see :class:`QueryPlan` and :func:`subset`."""
+         max_gap: int = 4096, max_range_bytes: int = 16 * 2**20, max_overfetch: float = MAX_OVERFETCH
+         ) -> QueryPlan:
+    """Prune the index for ``aoi`` and plan the fetch: see :class:`QueryPlan` and :func:`subset`.
+
+    Chunks of one object at most ``max_gap`` bytes apart are fetched in one range, smallest gaps first,
+    as long as the gaps add at most ``max_overfetch`` of the chunks' bytes (the HDF5 metadata between the
+    chunks of neighbouring datasets is ~2 KB: worth a GET for small chunks, not for large ones)."""
     from is2cloud.catalog import parse_temporal
 
     area = load_aoi(aoi)
@@ -1123,13 +1129,14 @@ def plan(index: Any, aoi: Any, variables: Iterable[str] | None = None, *, granul
     if granules is not None:
         frame = _granule_filter(frame, granules, where, handle)
     steps["granules"] = len(frame)
-    pieces, requests = _pieces(frame, variables, product, max_gap, max_range_bytes)
+    pieces, requests = _pieces(frame, variables, product, max_gap, max_range_bytes, max_overfetch)
     return QueryPlan(product, tuple(variables), area, frame, pieces, requests, steps,
                      None if isinstance(handle, ChunkIndex) else where,
                      None if (start is None and end is None) else (start, end))
 
 
-def _pieces(frame: pd.DataFrame, variables: Sequence[str], product: str, max_gap: int, max_range_bytes: int
+def _pieces(frame: pd.DataFrame, variables: Sequence[str], product: str, max_gap: int, max_range_bytes: int,
+            max_overfetch: float = 0.0
             ) -> tuple[list[tuple[int, str, str, str, Any]], list[RangeRequest]]:
     """Every (window, variable) piece: inline bytes, fill value, or a slice of a coalesced range."""
     objs = [_object_of(url, size, etag) for url, size, etag in zip(frame["url"], frame["size"], frame["etag"])]
@@ -1156,7 +1163,8 @@ def _pieces(frame: pd.DataFrame, variables: Sequence[str], product: str, max_gap
                 pieces.append((w, v, codec, "range", None))
     requests: list[RangeRequest] = []
     for obj, items in wanted.items():
-        ranges = coalesce([(o, o + n) for _, o, n in items], max_gap=max_gap, max_size=max_range_bytes)
+        ranges = coalesce([(o, o + n) for _, o, n in items], max_gap=max_gap, max_size=max_range_bytes,
+                          max_extra=int(max_overfetch * sum(n for _, _, n in items)))
         starts = np.array([a for a, _ in ranges])
         base = len(requests)
         requests += [RangeRequest(obj, a, b) for a, b in ranges]
@@ -1413,7 +1421,8 @@ def _verify_all(handle: Any, meta: dict[str, Any], granules: set[str] | None, cr
 def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = None, *, index: Any = None,
            product: str | None = None, temporal: Any = None, credentials: Any = None,
            index_credentials: Any = None, verify: Literal["touched", "all"] = "touched", concurrency: int = 64,
-           max_gap: int = 4096, client: Any = "sync", progress: bool = False):  # -> geopandas.GeoDataFrame
+           max_gap: int = 4096, max_overfetch: float = MAX_OVERFETCH, client: Any = "sync", progress: bool = False
+           ):  # -> geopandas.GeoDataFrame
     """Rows of ``aoi`` read through a chunk index: only the chunks of the windows that meet the AOI.
 
     ``granules_or_index``: a chunk index (its location: local path or ``s3://`` URL, or a
@@ -1422,7 +1431,8 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
     memory first, which costs a read of every granule). ``variables``: below the indexed group
     (default: the canonical ATL06 columns, or :data:`ATL03_VARIABLES`); ATL06 returns the canonical
     schema with extras after ``geometry``, the same rows as the baseline; ATL03 one row per photon.
-    ``temporal``: (start, end) keeps rows in that time range. ``credentials`` read the granules,
+    ``temporal``: (start, end) keeps rows in that time range. ``max_gap``/``max_overfetch``: how chunks are
+    coalesced into ranges (see :func:`plan`). ``credentials`` read the granules,
     ``index_credentials`` the index (defaults ``get_credentials("read")`` and ``("write")``).
     ``verify="touched"`` checks the ETag and size of every object a GET reads; ``"all"`` also HEADs
     every granule of the index first (a changed granule the AOI no longer reaches is caught too).
@@ -1448,7 +1458,7 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
         source = index if index is not None else build(granules, product=product, variables=None,
                                                        credentials=credentials, client=client, progress=progress)
     qplan = plan(source, area, variables, granules=granules, product=product, temporal=temporal,
-                 index_credentials=index_credentials, max_gap=max_gap)
+                 index_credentials=index_credentials, max_gap=max_gap, max_overfetch=max_overfetch)
     if verify == "all":
         meta, handle, _ = _open_index(source, index_credentials)
         from is2cloud.parallel import granule_name

@@ -127,21 +127,49 @@ def run_sync(coro: Any) -> Any:
 # -- coalescing -------------------------------------------------------------------------------------
 
 
-def coalesce(ranges: Iterable[tuple[int, int]], *, max_gap: int = 0, max_size: int = 64 * _MiB
-             ) -> list[tuple[int, int]]:
+def coalesce(ranges: Iterable[tuple[int, int]], *, max_gap: int = 0, max_size: int = 64 * _MiB,
+             max_extra: int | None = None) -> list[tuple[int, int]]:
     """Merge ``(start, end)`` ranges (end exclusive) that overlap, touch, or lie at most ``max_gap`` bytes
     apart, without making a range longer than ``max_size`` (a single longer input range is kept whole, and
-    overlapping ranges are always merged). Returns sorted, disjoint ranges, each input range inside one."""
+    overlapping ranges are always merged). Returns sorted, disjoint ranges, each input range inside one.
+
+    ``max_extra``: at most this many bytes of gaps in all (bytes fetched that no input asked for); the
+    smallest gaps are merged first, so the fewest ranges are made for that many extra bytes.
+    """
     items = sorted((int(a), int(b)) for a, b in ranges if b > a)
     out: list[tuple[int, int]] = []
+    gap = max_gap if max_extra is None else 0
     for a, b in items:
         if out:
             s, e = out[-1]
-            if a < e or (a - e <= max_gap and max(b, e) - s <= max_size):
+            if a < e or (a - e <= gap and max(b, e) - s <= max_size):
                 out[-1] = (s, max(b, e))
                 continue
         out.append((a, b))
-    return out
+    if max_extra is None or len(out) < 2 or max_gap <= 0:
+        return out
+    # merge the gaps between neighbours, smallest first, within the gap budget and max_size
+    first = list(range(len(out)))  # first[i]: the first range of i's group (valid at group ends)
+    last = list(range(len(out)))   # last[i]: the last range of i's group (valid at group starts)
+    joined = [False] * (len(out) - 1)  # joined[i]: ranges i and i + 1 are in one group
+    budget = int(max_extra)
+    gaps = sorted((out[i + 1][0] - out[i][1], i) for i in range(len(out) - 1))
+    for g, i in gaps:
+        if g > max_gap or g > budget:
+            break
+        lo, hi = first[i], last[i + 1]
+        if out[hi][1] - out[lo][0] > max_size:
+            continue
+        joined[i] = True
+        budget -= g
+        last[lo], first[hi] = hi, lo
+    merged: list[tuple[int, int]] = []
+    start = 0
+    for i in range(len(out)):
+        if i == len(out) - 1 or not joined[i]:
+            merged.append((out[start][0], out[i][1]))
+            start = i + 1
+    return merged
 
 
 # -- fetching --------------------------------------------------------------------------------------
