@@ -1,4 +1,4 @@
-"""Command line: ``is2cloud serve | sample-data | search | subset | index | bench``."""
+"""Command line: ``is2cloud serve | sample-data | search | index | bench``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,58 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- index (the chunk index of notebook 07) ------------------------------------------------------
+
+
+def _ephemeral_note(location: str) -> str:
+    """A hint when an s3:// index lives in a local cloud that stops with this command."""
+    from is2cloud.settings import get_settings
+
+    settings = get_settings()
+    if settings.mode == "local" and not settings.endpoint and location.startswith("s3://"):
+        return ("\nnote: this command started its own local cloud, which stops with it; to keep the index run "
+                "`is2cloud serve` and export IS2CLOUD_ENDPOINT, or pass --out a local path")
+    return ""
+
+
+@command("index")
+def cmd_index(args: argparse.Namespace) -> int:
+    from is2cloud.methods import chunkindex
+
+    variables = args.variables.split(",") if args.variables else None
+    temporal = tuple(args.temporal.split(",")) if args.temporal else None
+    if args.action == "build":
+        from is2cloud.catalog import find_granules
+
+        import importlib
+
+        from is2cloud.parallel import get_client
+
+        granules = find_granules(args.aoi, args.product, args.version, temporal=temporal)
+        out = args.out or chunkindex.default_index_url(args.product, args.version)
+        client = get_client()
+        client.run(importlib.import_module, "is2cloud.methods.chunkindex")  # worker start-up is not build time
+        idx = chunkindex.build(granules, out, product=args.product, variables=variables, client=client,
+                               mode="overwrite" if args.overwrite else "append", progress=False)
+        st = idx.stats
+        print(f"{idx}\n  {st['added']} granules added, {len(st['replaced'])} re-indexed (changed), "
+              f"{st['unchanged']} unchanged; read {st['bytes_read'] / 1e6:.1f} MB in {st['gets']} GETs; "
+              f"{st['seconds']:.1f} s ({st['seconds'] / max(1, st['granules']):.2f} s per granule); "
+              f"index {st.get('nbytes', 0) / 1e6:.3f} MB at {idx.location}{_ephemeral_note(str(out))}")
+        return 0
+    from is2cloud.geoparquet import write_geoparquet
+
+    index = args.index or chunkindex.default_index_url(args.product, args.version)
+    gdf = chunkindex.subset(index, args.aoi, variables, temporal=temporal, verify=args.verify)
+    summary = gdf.attrs.get("chunkindex", {})
+    steps = ", ".join(f"{k} {summary[k]}" for k in ("index", "bbox", "time", "h3", "footprint") if k in summary)
+    print(f"{len(gdf)} rows from {summary.get('granules', 0)} granules; windows left after each step: {steps}; "
+          f"{summary.get('ranges', 0)} byte ranges, {summary.get('range_bytes', 0) / 1e6:.2f} MB")
+    if args.out:
+        print(f"written to {write_geoparquet(gdf, args.out)}")
+    return 0
+
+
 # -- bench ---------------------------------------------------------------------------------------
 
 
@@ -163,6 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", default="ATL06")
     s.add_argument("--version", default="006")
     s.add_argument("--temporal", default=None, help="start,end (ISO dates)")
+    s = sub.add_parser("index", help="build or query the chunk index of a collection (notebook 07)")
+    s.add_argument("action", choices=["build", "query"])
+    s.add_argument("--aoi", type=Path, required=True, help="GeoJSON AOI: granules to index, or the area to query")
+    s.add_argument("--product", default="ATL06", help="ATL06 or ATL03")
+    s.add_argument("--version", default="006")
+    s.add_argument("--temporal", default=None, help="start,end (ISO dates)")
+    s.add_argument("--variables", default=None, help="comma-separated variables below the indexed group")
+    s.add_argument("--index", default=None, help="query: the index (local path or s3:// URL; default: the "
+                   "collection's index in the output bucket)")
+    s.add_argument("--out", default=None, help="build: where to write the index (default: the output bucket); "
+                   "query: GeoParquet to write the rows to (local path or s3:// URL)")
+    s.add_argument("--overwrite", action="store_true", help="build: start a new index instead of appending")
+    s.add_argument("--verify", default="touched", choices=["touched", "all"],
+                   help="query: check the objects read (touched) or HEAD every granule of the index (all)")
     s = sub.add_parser("bench", help="performance figures (results/bench.csv)")
     s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, chunkindex")
     s.add_argument("--scale", default="book,bench", help="comma-separated scales: test, book, bench")
