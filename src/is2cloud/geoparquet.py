@@ -190,10 +190,8 @@ def _type_names(geoms: np.ndarray) -> list[str]:
     present = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
     if present.size == 0:
         return []
-    ids = shapely.get_type_id(present)
-    has_z = shapely.has_z(present)
-    names = {_SHAPELY_TYPE_NAMES[int(i)] + (" Z" if z else "") for i, z in zip(ids, has_z)}
-    return sorted(names)
+    kinds = np.unique(shapely.get_type_id(present) * 2 + shapely.has_z(present))  # (type, has z) pairs
+    return sorted({_SHAPELY_TYPE_NAMES[int(k) // 2] + (" Z" if k % 2 else "") for k in kinds})
 
 
 def _bounds(geoms: np.ndarray) -> np.ndarray:
