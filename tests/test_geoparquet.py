@@ -461,3 +461,13 @@ def test_reading_a_missing_object_names_it(so):
         gp.read_geoparquet(f"s3://{BUCKET}/absent.parquet", storage_options=so)
     with pytest.raises(FileNotFoundError, match="absent.parquet"):
         gp.read_geoparquet(os.path.join("/nonexistent-dir", "absent.parquet"))
+
+
+def test_write_refuses_swapped_lon_lat_and_leaves_nothing(tmp_path):
+    rng = np.random.default_rng(7)
+    swapped = gpd.GeoDataFrame(geometry=gpd.points_from_xy(rng.uniform(60, 80, 10), rng.uniform(-50, 130, 10)),
+                               crs="EPSG:4326")
+    target = tmp_path / "swapped.parquet"
+    with pytest.raises(gp.GeoParquetError, match="swapped|outside the range"):
+        gp.write_geoparquet(swapped, target)
+    assert list(tmp_path.iterdir()) == []

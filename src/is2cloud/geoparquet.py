@@ -283,8 +283,27 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
 
 
 def _write_parquet(table: pa.Table, where: str | IO[bytes], row_group_size: int, compression: str) -> None:
+    # Dictionary encoding only where values repeat (strings, categoricals): trying it on floats and WKB
+    # costs as much as the rest of the write and pyarrow gives up on them anyway.
+    dictionary = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)
+                  or pa.types.is_large_string(f.type)]
     pq.write_table(table, where, row_group_size=row_group_size, compression=compression,
-                   write_statistics=True, version="2.6")
+                   write_statistics=True, version="2.6", use_dictionary=dictionary)
+
+
+def _validate_written(path: str, table: pa.Table, label: str) -> None:
+    """Check a file this module just wrote from ``table`` (made by :func:`to_arrow`): its metadata as read
+    back from the file, and the coordinate ranges of the data (to_arrow derived the covering boxes and the
+    bboxes from the geometries themselves, so decoding every row again would check to_arrow against itself)."""
+    validate_geoparquet(path, check_data=False, label=label)
+    geo = json.loads(table.schema.metadata[b"geo"])
+    problems = []
+    for name, meta in geo["columns"].items():
+        if "bbox" in meta:
+            xmin, ymin, xmax, ymax = meta["bbox"]
+            problems += _range_problems(f"column {name!r}", _column_crs(meta), (xmin, ymin), (xmax, ymax))
+    if problems:
+        raise GeoParquetError(f"{label} is not valid GeoParquet: " + "; ".join(problems))
 
 
 def write_geoparquet(
@@ -313,7 +332,7 @@ def write_geoparquet(
         with tempfile.TemporaryDirectory(prefix="is2cloud-gpq-") as tmp:
             local = Path(tmp) / "part.parquet"
             _write_parquet(table, str(local), row_group_size, compression)
-            validate_geoparquet(str(local), label=url)
+            _validate_written(str(local), table, url)
             _upload_atomic(fs, local, bucket, key, url)
         return url
     return str(_write_local_atomic(table, _local_path(path), row_group_size, compression))
@@ -334,7 +353,7 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
             _write_parquet(table, fh, row_group_size, compression)
             fh.flush()
             os.fsync(fh.fileno())
-        validate_geoparquet(str(tmp), label=str(final))
+        _validate_written(str(tmp), table, str(final))
         os.replace(tmp, final)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -612,10 +631,7 @@ def _check_data(source: pa.Table | pq.ParquetFile, geo: dict[str, Any]) -> list[
             problems.append(f"{where}: covering column {cov_col!r} does not match the geometry bounds in "
                             f"{n_bad_box} rows (first at row {first_bad})")
         if np.isfinite(lo).all():
-            if crs is not None and crs.is_geographic and (lo[0] < -180 or hi[0] > 180 or lo[1] < -90 or hi[1] > 90):
-                hint = " (are longitude and latitude swapped?)" if lo[0] >= -90 and hi[0] <= 90 else ""
-                problems.append(f"{where}: coordinates x {lo[0]:.6g}..{hi[0]:.6g}, y {lo[1]:.6g}..{hi[1]:.6g} "
-                                f"are outside the range of the geographic CRS{hint}")
+            problems += _range_problems(where, crs, lo, hi)
             bbox = meta.get("bbox")
             if isinstance(bbox, list) and len(bbox) in (4, 6):
                 half = len(bbox) // 2
@@ -626,6 +642,15 @@ def _check_data(source: pa.Table | pq.ParquetFile, geo: dict[str, Any]) -> list[
                     problems.append(f"{where}: geometries extend beyond the declared bbox {bbox} "
                                     f"(data spans {lo[0]:.6g}, {lo[1]:.6g}, {hi[0]:.6g}, {hi[1]:.6g})")
     return problems
+
+
+def _range_problems(where: str, crs: Any, lo: Any, hi: Any) -> list[str]:
+    """Coordinates (x, y) from ``lo`` to ``hi`` outside a geographic CRS's range (lon/lat swapped?)."""
+    if crs is not None and crs.is_geographic and (lo[0] < -180 or hi[0] > 180 or lo[1] < -90 or hi[1] > 90):
+        hint = " (are longitude and latitude swapped?)" if lo[0] >= -90 and hi[0] <= 90 else ""
+        return [f"{where}: coordinates x {lo[0]:.6g}..{hi[0]:.6g}, y {lo[1]:.6g}..{hi[1]:.6g} "
+                f"are outside the range of the geographic CRS{hint}"]
+    return []
 
 
 def _box_mismatch(vals: np.ndarray, bounds: np.ndarray, float32: bool) -> np.ndarray:
