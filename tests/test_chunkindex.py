@@ -523,7 +523,7 @@ def test_wrong_product(index06, index03, granules, atl03_granules, creds, test_a
 
 
 def test_append_keeps_old_rows_and_reindexes_changed_granules(granules, creds, bucket, put, test_archive,
-                                                               tuned, tmp_path):
+                                                               tuned, tmp_path, archive_cloud):
     loc = f"s3://{bucket}/append/index.parquet"
     first = build(granules[:1], loc, mode="overwrite", credentials=creds, out_credentials=creds, client="sync",
                   progress=False)
@@ -536,8 +536,11 @@ def test_append_keeps_old_rows_and_reindexes_changed_granules(granules, creds, b
     kept = second.frame[second.frame["granule"] == name0].drop(columns="footprint").reset_index(drop=True)
     pd.testing.assert_frame_equal(old[kept.columns.intersection(old.columns)], kept[old.columns])
     assert_same_rows(tuned(GREENLAND), query(loc, GREENLAND, creds), names=("baseline", "appended index"))
+    seq = archive_cloud.seq
     assert build(granules, loc, credentials=creds, out_credentials=creds, client="sync",
                  progress=False).stats["unchanged"] == 2
+    writes = [r for r in archive_cloud.ledger(seq) if r.verb in ("PUT", "POST")]
+    assert writes == []  # nothing changed: the index is not rewritten
 
     # a changed granule is re-indexed: h_li + 1 m in a copy, uploaded over the indexed object
     path = tmp_path / name0

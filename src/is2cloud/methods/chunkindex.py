@@ -854,6 +854,11 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
     used: list[str] = list(existing.variables) if existing is not None else []
     for r in new:
         used.extend(v for v in r["variables"] if v not in used)
+    if existing is not None and not new:  # every granule is already indexed and unchanged: nothing to write
+        existing.stats = {"granules": len(results), "added": 0, "replaced": [], "unchanged": len(results),
+                          "gets": 0, "bytes_read": 0, "seconds": time.perf_counter() - t0,
+                          "nbytes": _object_size(location, out_credentials)}
+        return existing
     frames = [_normalize(r["rows"], used) for r in new if len(r["rows"])]
     replaced = sorted({r["granule"] for r in new} & set(known))
     if existing is not None and len(existing):
@@ -888,7 +893,9 @@ class QueryPlan:
     (window x variable) and where its bytes come from, and the coalesced byte ranges (one GET each).
 
     ``steps``: how many windows were left after each step (``index``: rows in the row groups read,
-    ``bbox``, ``h3``, ``footprint``, ``granules``), and the row groups read of all.
+    ``bbox``, ``time``, ``h3``, ``footprint``, ``granule_filter``: the granules given, if any), and the
+    row groups read of all. :meth:`summary` adds the pieces, ranges and bytes to fetch and ``granules``: how
+    many granules the windows left come from.
     """
 
     product: str
@@ -1128,7 +1135,7 @@ def plan(index: Any, aoi: Any, variables: Iterable[str] | None = None, *, granul
     steps["footprint"] = len(frame)
     if granules is not None:
         frame = _granule_filter(frame, granules, where, handle)
-    steps["granules"] = len(frame)
+    steps["granule_filter"] = len(frame)
     pieces, requests = _pieces(frame, variables, product, max_gap, max_range_bytes, max_overfetch)
     return QueryPlan(product, tuple(variables), area, frame, pieces, requests, steps,
                      None if isinstance(handle, ChunkIndex) else where,
