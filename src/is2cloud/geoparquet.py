@@ -29,7 +29,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ __all__ = [
     "read_geoparquet",
     "validate_geoparquet",
     "read_metadata",
+    "row_groups_meeting",
 ]
 
 GEOPARQUET_VERSION = "1.1.0"
@@ -747,8 +748,10 @@ def _bbox_mask(struct: Any, bbox: tuple[float, float, float, float]) -> pa.Array
     return pa.array(np.asarray(keep, dtype=bool))
 
 
-def _row_groups_meeting(pf: pq.ParquetFile, covering: str, bbox: tuple[float, float, float, float]) -> list[int]:
-    """Row groups whose covering-column statistics meet ``bbox`` (those without statistics are kept)."""
+def row_groups_meeting(pf: pq.ParquetFile, covering: str, boxes: Sequence[tuple[float, float, float, float]]
+                       ) -> list[int]:
+    """Row groups whose covering-column statistics meet one of ``boxes`` (west, south, east, north; west >
+    east wraps the antimeridian); row groups without statistics are kept."""
     md = pf.metadata
     paths = {f"{covering}.{k}": k for k in _BBOX_FIELDS}
     keep = []
@@ -761,7 +764,7 @@ def _row_groups_meeting(pf: pq.ParquetFile, covering: str, bbox: tuple[float, fl
             k = paths.get(col.path_in_schema)
             if k and col.statistics is not None and col.statistics.has_min_max:
                 lo[k], hi[k] = col.statistics.min, col.statistics.max
-        if len(lo) < 4 or _meets(lo["xmin"], lo["ymin"], hi["xmax"], hi["ymax"], bbox):
+        if len(lo) < 4 or any(_meets(lo["xmin"], lo["ymin"], hi["xmax"], hi["ymax"], b) for b in boxes):
             keep.append(i)
     return keep
 
@@ -808,7 +811,7 @@ def read_geoparquet(
     if isinstance(pf, pa.Table):
         table = pf if wanted is None else pf.select(wanted)
     elif bbox is not None:
-        groups = _row_groups_meeting(pf, prim_cov, bbox)
+        groups = row_groups_meeting(pf, prim_cov, [bbox])
         table = pf.read_row_groups(groups, columns=wanted, use_pandas_metadata=True)
     else:
         table = pf.read(columns=wanted, use_pandas_metadata=True)

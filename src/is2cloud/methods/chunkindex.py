@@ -70,6 +70,7 @@ import shapely.affinity
 from shapely.geometry import LineString, MultiLineString, box
 
 from is2cloud.aoi import AOI, load_aoi
+from is2cloud.geoparquet import row_groups_meeting
 from is2cloud.methods.ranges import (
     BlockFile,
     Codec,
@@ -932,25 +933,6 @@ def _meets(xmin: Any, ymin: Any, xmax: Any, ymax: Any, boxes: Sequence[tuple[flo
     return keep
 
 
-def _row_groups(pf: Any, covering: str, boxes: Sequence[tuple[float, float, float, float]]) -> list[int]:
-    """Row groups whose covering-column statistics meet one of ``boxes`` (kept when statistics are missing)."""
-    md = pf.metadata
-    paths = {f"{covering}.{k}": k for k in ("xmin", "ymin", "xmax", "ymax")}
-    keep = []
-    for i in range(md.num_row_groups):
-        rg = md.row_group(i)
-        lo: dict[str, float] = {}
-        hi: dict[str, float] = {}
-        for j in range(rg.num_columns):
-            col = rg.column(j)
-            k = paths.get(col.path_in_schema)
-            if k and col.statistics is not None and col.statistics.has_min_max:
-                lo[k], hi[k] = col.statistics.min, col.statistics.max
-        if len(lo) < 4 or bool(_meets(lo["xmin"], lo["ymin"], hi["xmax"], hi["ymax"], boxes)):
-            keep.append(i)
-    return keep
-
-
 def _outside(aoi: AOI, extent: Sequence[float] | None, where: str,
              extents: Sequence[Sequence[float]] | None = None, pad: float = 0.0) -> None:
     """OutsideIndexError unless the AOI meets the index's extent boxes widened by ``pad`` (the largest
@@ -1000,7 +982,7 @@ def _candidates(handle: Any, meta: dict[str, Any], where: str, aoi: AOI, variabl
             frame = pd.DataFrame(columns=cols)
             steps = {}
         else:
-            groups = _row_groups(handle, "bbox", padded)
+            groups = row_groups_meeting(handle, "bbox", padded)
             table = handle.read_row_groups(groups, columns=cols)
             frame = table.drop_columns(["bbox"]).to_pandas()
             frame["footprint"] = shapely.from_wkb(frame["footprint"].to_numpy(dtype=object))
