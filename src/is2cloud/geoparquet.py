@@ -23,6 +23,7 @@ S3 access always takes explicit credentials: an :class:`is2cloud.credentials.Cre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -62,6 +63,7 @@ DEFAULT_ROW_GROUP_ROWS = 65_536
 # Objects up to this size go to S3 in one PUT; larger ones as one multipart upload of PART_BYTES parts.
 SINGLE_PUT_MAX_BYTES = 64 * 2**20
 PART_BYTES = 16 * 2**20  # S3 parts must be >= 5 MiB except the last
+PART_CONCURRENCY = 8     # parts in flight at once
 
 RESERVED_KEYS = frozenset({"geo", "pandas", "ARROW:schema"})
 GEOMETRY_TYPES = ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
@@ -381,18 +383,35 @@ def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str) -> Non
 
 
 def _multipart_upload(fs: Any, local: Path, bucket: str, key: str) -> None:
+    """Parts of ``PART_BYTES`` uploaded ``PART_CONCURRENCY`` at a time on s3fs's event loop."""
+    import fsspec.asyn
+
     mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key,
                      ContentType="application/vnd.apache.parquet")
     upload_id = mpu["UploadId"]
+    nparts = max(1, -(-local.stat().st_size // PART_BYTES))
+
+    async def upload_parts() -> list[dict[str, Any]]:
+        sem = asyncio.Semaphore(PART_CONCURRENCY)
+
+        async def part(number: int) -> dict[str, Any]:
+            async with sem:
+                with open(local, "rb") as fh:
+                    fh.seek((number - 1) * PART_BYTES)
+                    chunk = fh.read(PART_BYTES)
+                out = await fs._call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
+                                        PartNumber=number, Body=chunk)
+                return {"PartNumber": number, "ETag": out["ETag"]}
+
+        try:
+            async with asyncio.TaskGroup() as group:  # one part failing cancels the others
+                tasks = [group.create_task(part(n)) for n in range(1, nparts + 1)]
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None  # the first failure, as a sequential upload would report it
+        return [t.result() for t in tasks]
+
     try:
-        parts = []
-        with open(local, "rb") as fh:
-            number = 1
-            while chunk := fh.read(PART_BYTES):
-                out = fs.call_s3("upload_part", Bucket=bucket, Key=key, UploadId=upload_id,
-                                 PartNumber=number, Body=chunk)
-                parts.append({"PartNumber": number, "ETag": out["ETag"]})
-                number += 1
+        parts = fsspec.asyn.sync(fs.loop, upload_parts)
         fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
                    MultipartUpload={"Parts": parts})
     except BaseException:
