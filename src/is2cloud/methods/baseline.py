@@ -46,7 +46,7 @@ from is2cloud.methods.schema import (
     ATL06_VARIABLES,
     CANONICAL_COLUMNS,
     TRACK_IDS,
-    atlas_time,
+    atlas_time_ns,
     canonical_frame,
     empty_frame,
     sort_canonical,
@@ -258,7 +258,7 @@ def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VAR
         if not k:
             continue
         cols = {_column(v): arr[inside] for v, arr in values.items() if v != "delta_time"}
-        cols["time"] = atlas_time(values["delta_time"][inside], epoch).tz_localize(None).to_numpy()
+        cols["time"] = atlas_time_ns(values["delta_time"][inside], epoch)
         cols["track_id"] = np.repeat(np.array([beam], dtype=object), k)
         cols["rgt"] = np.repeat(orbit["rgt"], k)
         cols["cycle"] = np.repeat(orbit["cycle"], k)

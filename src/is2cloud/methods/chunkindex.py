@@ -85,7 +85,7 @@ from is2cloud.methods.ranges import (
     normalize_etag,
     split_url,
 )
-from is2cloud.methods.schema import ATL06_VARIABLES, TRACK_IDS, atlas_time
+from is2cloud.methods.schema import ATL06_VARIABLES, TRACK_IDS, atlas_time, atlas_time_ns
 
 __all__ = ["ATL03_VARIABLES", "DEFAULT_VARIABLES", "FORMAT", "GROUPS", "H3_RESOLUTION", "ChunkIndex",
            "ChunkIndexError", "OutsideIndexError", "QueryPlan", "StaleIndexError", "WrongProductError",
@@ -1195,6 +1195,8 @@ class _Assembler:
         self.lon_name, self.lat_name = lon_name, lat_name
         boxes = np.array(plan.aoi.bboxes)
         self.box = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
+        # per-window values as plain records: a pandas row lookup per window costs more than its clip
+        self.rows = w[["granule", "track_id", "rgt", "cycle", "epoch", "row_start", "row_stop"]].to_dict("records")
 
     def put(self, w: int, v: str, arr: np.ndarray) -> None:
         with self.lock:
@@ -1214,7 +1216,7 @@ class _Assembler:
         try:
             arr = codec.fill_rows(n) if stored is None else codec.decode(stored, n)
         except Exception as exc:
-            row = self.plan.windows.iloc[w]
+            row = self.rows[w]
             raise ChunkIndexError(f"{row['granule']}: cannot decode {row['track_id']}/{GROUPS[self.plan.product]}/{v} "
                                   f"rows {row['row_start']}-{row['row_stop'] - 1}: {exc}") from None
         self.put(w, v, arr)
@@ -1229,7 +1231,7 @@ class _Assembler:
         return out
 
     def clip(self, w: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        row = self.plan.windows.iloc[w]
+        row = self.rows[w]
         inside = self.inside(values[self.lon_name], values[self.lat_name])
         times = None
         if self.plan.temporal is not None and inside.any():
@@ -1246,7 +1248,7 @@ class _Assembler:
         if self.plan.product == "ATL06":
             # the columns baseline.clip_granule makes, so both methods assemble the same frame
             cols = {_column(v): arr[inside] for v, arr in values.items() if v != "delta_time"}
-            cols["time"] = atlas_time(values["delta_time"][inside], float(row["epoch"])).tz_localize(None).to_numpy()
+            cols["time"] = atlas_time_ns(values["delta_time"][inside], float(row["epoch"]))
         else:
             cols = {"latitude": values["lat_ph"][inside], "longitude": values["lon_ph"][inside]}
             for v, arr in values.items():
@@ -1258,7 +1260,7 @@ class _Assembler:
                 else:
                     for j in range(sel.shape[1]):
                         cols[f"{_column(v)}_{j}"] = sel[:, j]
-            cols["time"] = atlas_time(values["delta_time"][inside], float(row["epoch"])).tz_localize(None).to_numpy()
+            cols["time"] = atlas_time_ns(values["delta_time"][inside], float(row["epoch"]))
             cols["photon_index"] = int(row["row_start"]) + np.flatnonzero(inside)
         cols["track_id"] = np.repeat(np.array([beam], dtype=object), k)
         cols["rgt"] = np.repeat(int(row["rgt"]), k)

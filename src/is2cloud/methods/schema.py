@@ -39,6 +39,7 @@ __all__ = [
     "TRACK_IDS",
     "SchemaError",
     "atlas_time",
+    "atlas_time_ns",
     "canonical_frame",
     "check_canonical",
     "empty_frame",
@@ -84,6 +85,11 @@ def atlas_time(delta_time: Any, atlas_sdp_gps_epoch: float) -> pd.DatetimeIndex:
     integer nanoseconds from the whole and fractional seconds of each float64 value, so every method
     gets exactly the same timestamps.
     """
+    return pd.DatetimeIndex(atlas_time_ns(delta_time, atlas_sdp_gps_epoch)).tz_localize("UTC")
+
+
+def atlas_time_ns(delta_time: Any, atlas_sdp_gps_epoch: float) -> np.ndarray:
+    """:func:`atlas_time` as a plain ``datetime64[ns]`` array (UTC, without a time zone)."""
     dt = np.asarray(delta_time, dtype="f8")
     if not np.all(np.isfinite(dt)):
         raise SchemaError("delta_time has non-finite values")
@@ -94,7 +100,7 @@ def atlas_time(delta_time: Any, atlas_sdp_gps_epoch: float) -> pd.DatetimeIndex:
     epoch_frac_ns = round((epoch - epoch_whole) * 1e9)
     base_ns = (_GPS_EPOCH_UNIX_S + epoch_whole - _LEAP_SECONDS_SINCE_2017) * 10**9 + epoch_frac_ns
     ns = whole.astype("i8") * 10**9 + frac_ns + base_ns
-    return pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC")
+    return ns.astype("datetime64[ns]")
 
 
 def _broadcast(value: Any, n: int, name: str) -> np.ndarray | pd.api.extensions.ExtensionArray:
@@ -149,10 +155,11 @@ def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = T
         if c == "time":
             out[c] = _to_time(v).array if n else pd.array([], dtype=dtype)  # stay datetime64: no object round trip
         elif dtype is STR:
-            s = pd.Series(v, dtype=object)
-            if s.isna().any():
+            # few distinct values (granule names, beams) repeated over many rows: convert the distinct ones
+            codes, uniques = pd.factorize(np.asarray(v, dtype=object))
+            if (codes < 0).any():
                 raise SchemaError(f"column {c!r} has missing values")
-            out[c] = s.astype(str).astype(STR).to_numpy()
+            out[c] = pd.array(np.asarray(uniques, dtype=object).astype(str), dtype=STR).take(codes)
         elif dtype.kind == "i":
             out[c] = _to_int(v, dtype, c)
         else:
