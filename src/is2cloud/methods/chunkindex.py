@@ -56,7 +56,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +81,6 @@ from is2cloud.methods.ranges import (
     coalesce,
     fetch_ranges,
     head_object,
-    normalize_etag,
     split_url,
 )
 from is2cloud.methods.schema import ATL06_VARIABLES, TRACK_IDS, atlas_time, atlas_time_ns
@@ -269,13 +267,6 @@ def h3_cover(geom: Any, radius_deg: float, res: int = H3_RESOLUTION, *, max_cell
 
 
 # -- reading one granule for the index -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    obj: ObjectId | None  # None: a local file
-    path: str | None = None
 
 
 def _filters(ds: h5py.Dataset, where: str) -> tuple[tuple[Any, ...], ...]:
