@@ -53,6 +53,7 @@ __all__ = [
     "validate_geoparquet",
     "read_metadata",
     "row_groups_meeting",
+    "boxes_meet",
 ]
 
 GEOPARQUET_VERSION = "1.1.0"
@@ -759,6 +760,15 @@ def _meets(xmin: Any, ymin: Any, xmax: Any, ymax: Any, bbox: tuple[float, float,
     return lat & ((xmax >= w) | (xmin <= e))
 
 
+def boxes_meet(xmin: Any, ymin: Any, xmax: Any, ymax: Any, boxes: Sequence[tuple[float, float, float, float]]
+               ) -> np.ndarray:
+    """Do boxes (arrays or scalars) meet one of ``boxes`` (west, south, east, north; west > east wraps)?"""
+    keep = np.zeros(np.shape(xmin), dtype=bool)
+    for b in boxes:
+        keep |= _meets(np.asarray(xmin), np.asarray(ymin), np.asarray(xmax), np.asarray(ymax), b)
+    return keep
+
+
 def _bbox_mask(struct: Any, bbox: tuple[float, float, float, float]) -> pa.Array:
     arr = struct.combine_chunks() if isinstance(struct, pa.ChunkedArray) else struct
     v = {k: pc.struct_field(arr, k).to_numpy(zero_copy_only=False).astype("f8") for k in _BBOX_FIELDS}
@@ -783,7 +793,7 @@ def row_groups_meeting(pf: pq.ParquetFile, covering: str, boxes: Sequence[tuple[
             k = paths.get(col.path_in_schema)
             if k and col.statistics is not None and col.statistics.has_min_max:
                 lo[k], hi[k] = col.statistics.min, col.statistics.max
-        if len(lo) < 4 or any(_meets(lo["xmin"], lo["ymin"], hi["xmax"], hi["ymax"], b) for b in boxes):
+        if len(lo) < 4 or boxes_meet(lo["xmin"], lo["ymin"], hi["xmax"], hi["ymax"], boxes):
             keep.append(i)
     return keep
 

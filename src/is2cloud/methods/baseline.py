@@ -485,27 +485,27 @@ def _warm_worker(credentials: Any, url: str) -> None:
     credentials.s3fs().info(url)
 
 
-def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str] = CONFIGS,
-              profile: str = "in-region", client: Any = None, repeat: int = 1,
-              results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
-    """Measure the baseline (each configuration, ``repeat`` times) on the Greenland AOI at ``scale``.
+@dataclass
+class BenchScene:
+    """What every method's benchmark measures: the AOI, the ATL06 granules over it in the ``scale``
+    archive, the cloud's credentials, the physical limit and the Dask client (or ``"sync"``)."""
 
-    ``cloud``: a LocalCloud serving the ``scale`` archive; its profile is set to ``profile`` for the
-    measurements and restored afterwards. Granules come from the archive's catalog. Each measurement
-    records wall/CPU/memory, GETs and bytes from the ledger, and ``physical_bytes``; rows of every
-    configuration are checked to be identical. Returns the measurements (also appended to the results
-    table, ``results`` or the default).
-    """
-    from is2cloud.bench import measure
+    area: AOI
+    granules: list
+    credentials: Any
+    limit: PhysicalLimit
+    client: Any
+
+
+def bench_scene(scale: str, cloud: Any, *, aoi: Any = None, repeat: int = 1, client: Any = None) -> BenchScene:
+    """Check the arguments of a benchmark and set up its scene (Greenland AOI by default); ``cloud`` must
+    serve the ``scale`` archive. The baseline's readers are warmed in the workers (outside any measurement)."""
     from is2cloud.catalog import find_granules
     from is2cloud.granules.archive import REPO_DATA, publish_archive
-    from is2cloud.methods.identity import assert_same_rows
     from is2cloud.parallel import get_client
 
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, not {repeat}")
-    for c in configs:
-        _check_config(c)
     area = load_aoi(aoi if aoi is not None else REPO_DATA / "greenland_aoi.geojson")
     root = get_settings().cache_dir / "archive" / scale
     served = getattr(cloud, "archive", None)
@@ -519,6 +519,28 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
         client = get_client()
     if not isinstance(client, str):
         client.run(_warm_worker, credentials, granules[0].data_links(access="direct")[0])
+    return BenchScene(area, granules, credentials, limit, client)
+
+
+def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str] = CONFIGS,
+              profile: str = "in-region", client: Any = None, repeat: int = 1,
+              results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
+    """Measure the baseline (each configuration, ``repeat`` times) on the Greenland AOI at ``scale``.
+
+    ``cloud``: a LocalCloud serving the ``scale`` archive; its profile is set to ``profile`` for the
+    measurements and restored afterwards. Granules come from the archive's catalog. Each measurement
+    records wall/CPU/memory, GETs and bytes from the ledger, and ``physical_bytes``; rows of every
+    configuration are checked to be identical. Returns the measurements (also appended to the results
+    table, ``results`` or the default).
+    """
+    from is2cloud.bench import measure
+    from is2cloud.methods.identity import assert_same_rows
+
+    for c in configs:
+        _check_config(c)
+    scene = bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
+    area, granules, credentials, limit, client = (scene.area, scene.granules, scene.credentials, scene.limit,
+                                                  scene.client)
     before = cloud.profile_name
     cloud.set_profile(profile)
     out, frames = [], {}

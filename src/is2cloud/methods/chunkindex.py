@@ -69,7 +69,7 @@ import shapely.affinity
 from shapely.geometry import LineString, MultiLineString, box
 
 from is2cloud.aoi import AOI, load_aoi
-from is2cloud.geoparquet import row_groups_meeting
+from is2cloud.geoparquet import boxes_meet, row_groups_meeting
 from is2cloud.methods.ranges import (
     BlockFile,
     Codec,
@@ -917,13 +917,6 @@ class QueryPlan:
                 "granules": int(self.windows["granule"].nunique()) if len(self.windows) else 0}
 
 
-def _meets(xmin: Any, ymin: Any, xmax: Any, ymax: Any, boxes: Sequence[tuple[float, float, float, float]]) -> Any:
-    keep = np.zeros(np.shape(xmin), dtype=bool)
-    for w, s, e, n in boxes:
-        keep |= (np.asarray(xmin) <= e) & (np.asarray(xmax) >= w) & (np.asarray(ymin) <= n) & (np.asarray(ymax) >= s)
-    return keep
-
-
 def _outside(aoi: AOI, extent: Sequence[float] | None, where: str,
              extents: Sequence[Sequence[float]] | None = None, pad: float = 0.0) -> None:
     """OutsideIndexError unless the AOI meets the index's extent boxes widened by ``pad`` (the largest
@@ -931,7 +924,7 @@ def _outside(aoi: AOI, extent: Sequence[float] | None, where: str,
     if extent is None:
         raise OutsideIndexError(f"the chunk index {where} is empty: the AOI {aoi.name!r} is outside it")
     boxes = extents or [extent]
-    if not any(bool(_meets(b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad, aoi.bboxes)) for b in boxes):
+    if not any(bool(boxes_meet(b[0] - pad, b[1] - pad, b[2] + pad, b[3] + pad, aoi.bboxes)) for b in boxes):
         w, s, e, n = aoi.bounds
         raise OutsideIndexError(
             f"the AOI {aoi.name!r} (W {w:.4f}, S {s:.4f}, E {e:.4f}, N {n:.4f}) is outside the chunk index {where}, "
@@ -986,7 +979,7 @@ def _candidates(handle: Any, meta: dict[str, Any], where: str, aoi: AOI, variabl
     if len(frame):
         b = shapely.bounds(np.asarray(frame["footprint"].values, dtype=object))
         m = frame["margin"].to_numpy("f8")
-        frame = frame[_meets(b[:, 0] - m, b[:, 1] - m, b[:, 2] + m, b[:, 3] + m, aoi.bboxes)]
+        frame = frame[boxes_meet(b[:, 0] - m, b[:, 1] - m, b[:, 2] + m, b[:, 3] + m, aoi.bboxes)]
     steps["bbox"] = len(frame)
     return frame.reset_index(drop=True), steps
 
@@ -1486,36 +1479,20 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     ``cloud`` must serve the ``scale`` archive; its profile is restored afterwards.
     """
     from is2cloud.bench import measure
-    from is2cloud.catalog import find_granules
     from is2cloud.geoparquet import write_geoparquet
-    from is2cloud.granules.archive import REPO_DATA, publish_archive
     from is2cloud.methods import baseline
     from is2cloud.methods.identity import assert_same_rows
-    from is2cloud.parallel import get_client
     from is2cloud.settings import get_settings
 
-    if repeat < 1:
-        raise ValueError(f"repeat must be >= 1, not {repeat}")
-    settings = get_settings()
-    area = load_aoi(aoi if aoi is not None else REPO_DATA / "greenland_aoi.geojson")
-    root = settings.cache_dir / "archive" / scale
-    served = getattr(cloud, "archive", None)
-    if served is not None and Path(served).resolve() != root.resolve():
-        raise ValueError(f"the cloud serves {served}, not the {scale!r} archive at {root}")
-    archive = publish_archive(scale, cache_dir=settings.cache_dir)
-    if not archive.umm_records("ATL06"):
-        return []
-    granules = find_granules(area, "ATL06", archive=archive)
-    credentials = cloud.credentials()
-    bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else settings.output_bucket
+    scene = baseline.bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
+    area, granules, credentials, limit, client = (scene.area, scene.granules, scene.credentials, scene.limit,
+                                                  scene.client)
+    if not isinstance(client, str):
+        client.run(_warm_worker)
+    bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
     index_url = index_url or f"s3://{bucket}/bench/chunk-index-{scale}.parquet"
     archive_bytes = sum(int(g["umm"]["DataGranule"]["ArchiveAndDistributionInformation"][0]["SizeInBytes"])
                         for g in granules)
-    limit = baseline.aoi_physical_limit(granules, area, credentials=credentials)
-    if client is None:
-        client = get_client()
-    if not isinstance(client, str):
-        client.run(_warm_worker)
     before = cloud.profile_name
     cloud.set_profile(profile)
     label = f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules"
