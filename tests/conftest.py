@@ -39,3 +39,17 @@ def archive_cloud(test_archive):
 
     with LocalCloud(profile="none", archive=test_archive.root) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def creds(archive_cloud):
+    """Credentials of the module's archive cloud (the embedded STS's web identity)."""
+    return archive_cloud.credentials()
+
+
+@pytest.fixture(scope="module")
+def granules(test_archive):
+    """The `test` archive's ATL06 granules over the Greenland AOI (earthaccess DataGranules)."""
+    from is2cloud.catalog import find_granules
+
+    return find_granules(REPO / "data" / "greenland_aoi.geojson", "ATL06", archive=test_archive)

@@ -15,7 +15,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from is2cloud.aoi import AOIError, load_aoi
-from is2cloud.catalog import NoGranulesError, find_granules
+from is2cloud.catalog import NoGranulesError
 from is2cloud.granules import plan_granules, write_atl06
 from is2cloud.methods import CANONICAL_COLUMNS, assert_same_rows, baseline, check_canonical
 from is2cloud.methods.baseline import open_granule, subset
@@ -25,16 +25,6 @@ from is2cloud.parallel import GranuleError
 REPO = Path(__file__).resolve().parents[1]
 GREENLAND = REPO / "data" / "greenland_aoi.geojson"
 GPS_EPOCH = pd.Timestamp("1980-01-06", tz="UTC")
-
-
-@pytest.fixture(scope="module")
-def granules(test_archive):
-    return find_granules(GREENLAND, "ATL06", archive=test_archive)
-
-
-@pytest.fixture(scope="module")
-def creds(archive_cloud):
-    return archive_cloud.credentials()
 
 
 @pytest.fixture(scope="module")

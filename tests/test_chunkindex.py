@@ -50,18 +50,8 @@ GPS_EPOCH = pd.Timestamp("1980-01-06", tz="UTC")
 
 
 @pytest.fixture(scope="module")
-def granules(test_archive):
-    return find_granules(GREENLAND, "ATL06", archive=test_archive)
-
-
-@pytest.fixture(scope="module")
 def atl03_granules(test_archive):
     return find_granules(GRANDMESA, "ATL03", archive=test_archive)
-
-
-@pytest.fixture(scope="module")
-def creds(archive_cloud):
-    return archive_cloud.credentials()
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,6 @@ def _granule(archive, product: str) -> tuple[str, str, "object"]:
 
 
 @pytest.fixture(scope="module")
-def creds(archive_cloud):
-    return archive_cloud.credentials()
-
-
-@pytest.fixture(scope="module")
 def atl06(test_archive):
     return _granule(test_archive, "ATL06")
 

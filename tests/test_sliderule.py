@@ -42,11 +42,6 @@ def poly():
 
 
 @pytest.fixture(scope="module")
-def creds(archive_cloud):
-    return archive_cloud.credentials()
-
-
-@pytest.fixture(scope="module")
 def s3(creds):
     return creds.boto3_client("s3")
 

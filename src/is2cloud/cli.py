@@ -133,10 +133,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     variables = args.variables.split(",") if args.variables else None
     temporal = tuple(args.temporal.split(",")) if args.temporal else None
     if args.action == "build":
-        from is2cloud.catalog import find_granules
-
         import importlib
 
+        from is2cloud.catalog import find_granules
         from is2cloud.parallel import get_client
 
         granules = find_granules(args.aoi, args.product, args.version, temporal=temporal)
