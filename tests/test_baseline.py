@@ -14,9 +14,10 @@ import pytest
 import shapely
 from shapely.geometry import Polygon
 
+from granule_specs import ANTIMERIDIAN_AOIS, antimeridian_atl06
+
 from is2cloud.aoi import AOIError, load_aoi
 from is2cloud.catalog import NoGranulesError
-from is2cloud.granules import plan_granules, write_atl06
 from is2cloud.methods import CANONICAL_COLUMNS, assert_same_rows, baseline, check_canonical
 from is2cloud.methods.baseline import open_granule, subset
 from is2cloud.methods.schema import FILL_VALUE_F32, TRACK_IDS
@@ -184,25 +185,11 @@ def test_extra_variables_and_variable_checks(granules, creds):
 @pytest.fixture(scope="module")
 def antimeridian_granule(tmp_path_factory, scratch):
     """A shortened synthetic ATL06 granule whose beams cross +-180, uploaded to the embedded S3."""
-    aoi = load_aoi((179.8, 70.0, -179.8, 70.2))
-    specs = plan_granules(aoi, "ATL06", [3], window="aoi", margin_m=3000)
-    out = tmp_path_factory.mktemp("am")
-    for spec in specs:
-        path = out / spec.name
-        write_atl06(spec, path)
-        with h5py.File(path) as f:
-            lon = np.concatenate([f[f"{b}/land_ice_segments/longitude"][()] for b in TRACK_IDS])
-        if (lon > 179.8).any() and (lon < -179.8).any():
-            return path, scratch(f"antimeridian/{spec.name}", path.read_bytes())
-    pytest.fail("no planned granule crosses the antimeridian")
+    path = antimeridian_atl06(tmp_path_factory.mktemp("am"))
+    return path, scratch(f"antimeridian/{path.name}", path.read_bytes())
 
 
-@pytest.mark.parametrize("aoi", [
-    (179.8, 70.0, -179.8, 70.2),                                                     # a bbox with west > east
-    Polygon([(179.8, 70.0), (180.2, 70.0), (180.2, 70.2), (179.8, 70.2)]),         # longitudes beyond 180
-    {"type": "Polygon", "coordinates": [[[179.8, 70.0], [-179.8, 70.0], [-179.8, 70.2], [179.8, 70.2],
-                                         [179.8, 70.0]]]},                          # a jump across the line
-])
+@pytest.mark.parametrize("aoi", ANTIMERIDIAN_AOIS)
 def test_antimeridian_aoi(antimeridian_granule, creds, aoi):
     path, url = antimeridian_granule
 

@@ -19,9 +19,10 @@ import pytest
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Polygon, box
 
+from granule_specs import ANTIMERIDIAN_AOIS, antimeridian_atl06
+
 from is2cloud.aoi import load_aoi
 from is2cloud.catalog import find_granules
-from is2cloud.granules import plan_granules, write_atl06
 from is2cloud.methods import baseline, check_canonical, chunkindex
 from is2cloud.methods.chunkindex import (
     ChunkIndexError,
@@ -292,28 +293,14 @@ def test_codecs_partial_and_unwritten_chunks(rechunked):
 @pytest.fixture(scope="module")
 def antimeridian(tmp_path_factory, put, creds, bucket):
     """A shortened synthetic ATL06 granule whose beams cross +-180, uploaded and indexed in the embedded S3."""
-    aoi = load_aoi((179.8, 70.0, -179.8, 70.2))
-    specs = plan_granules(aoi, "ATL06", [3], window="aoi", margin_m=3000)
-    out = tmp_path_factory.mktemp("am")
-    for spec in specs:
-        path = out / spec.name
-        write_atl06(spec, path)
-        with h5py.File(path) as f:
-            lon = np.concatenate([f[f"{b}/land_ice_segments/longitude"][()] for b in TRACK_IDS])
-        if (lon > 179.8).any() and (lon < -179.8).any():
-            url = put(f"antimeridian/{spec.name}", path.read_bytes())
-            idx = build([url], f"s3://{bucket}/antimeridian/index.parquet", credentials=creds,
-                        out_credentials=creds, client="sync", progress=False)
-            return path, url, idx
-    pytest.fail("no planned granule crosses the antimeridian")
+    path = antimeridian_atl06(tmp_path_factory.mktemp("am"))
+    url = put(f"antimeridian/{path.name}", path.read_bytes())
+    idx = build([url], f"s3://{bucket}/antimeridian/index.parquet", credentials=creds,
+                out_credentials=creds, client="sync", progress=False)
+    return path, url, idx
 
 
-@pytest.mark.parametrize("aoi", [
-    (179.8, 70.0, -179.8, 70.2),                                                     # a bbox with west > east
-    Polygon([(179.8, 70.0), (180.2, 70.0), (180.2, 70.2), (179.8, 70.2)]),         # longitudes beyond 180
-    {"type": "Polygon", "coordinates": [[[179.8, 70.0], [-179.8, 70.0], [-179.8, 70.2], [179.8, 70.2],
-                                         [179.8, 70.0]]]},                          # a jump across the line
-])
+@pytest.mark.parametrize("aoi", ANTIMERIDIAN_AOIS)
 def test_antimeridian(antimeridian, creds, aoi):
     path, url, idx = antimeridian
     got = query(idx.location, aoi, creds)
