@@ -78,6 +78,7 @@ from is2cloud.methods.ranges import (
     ObjectMissingError,
     RangeError,
     RangeRequest,
+    check_objects,
     coalesce,
     fetch_ranges,
     head_object,
@@ -1349,12 +1350,6 @@ def _photon_frame(parts: Sequence[dict[str, np.ndarray]]):  # -> geopandas.GeoDa
 def _verify_all(handle: Any, meta: dict[str, Any], granules: set[str] | None, credentials: Any,
                 concurrency: int) -> None:
     """HEAD every granule object of the index (or of ``granules``) and compare size and ETag."""
-    import asyncio
-
-    import obstore
-
-    from is2cloud.methods.ranges import run_sync
-
     table = (pd.DataFrame(handle.frame)[["granule", "url", "size", "etag"]] if isinstance(handle, ChunkIndex)
              else handle.read(columns=["granule", "url", "size", "etag"]).to_pandas()).drop_duplicates("granule")
     if granules is not None:
@@ -1371,26 +1366,12 @@ def _verify_all(handle: Any, meta: dict[str, Any], granules: set[str] | None, cr
         from is2cloud.credentials import get_credentials
 
         credentials = get_credentials("read")
-    stores: dict[str, Any] = {}
-
-    async def main() -> None:
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(o: ObjectId) -> None:
-            store = stores.setdefault(o.bucket, credentials.obstore(o.bucket))
-            async with sem:
-                try:
-                    m = await obstore.head_async(store, o.key)
-                except FileNotFoundError:
-                    raise StaleIndexError(f"{o.name}: there is no object at {o.url}: the chunk index is stale") from None
-            try:
-                o.check(m.get("size"), m.get("e_tag"))
-            except ObjectChangedError as exc:
-                raise StaleIndexError(f"{exc}: the chunk index is stale; rebuild it") from None
-
-        await asyncio.gather(*(one(o) for o in remote))
-
-    run_sync(main())
+    try:
+        check_objects(credentials, remote, concurrency=concurrency)
+    except ObjectMissingError as exc:
+        raise StaleIndexError(f"{exc}: the chunk index is stale") from None
+    except ObjectChangedError as exc:
+        raise StaleIndexError(f"{exc}: the chunk index is stale; rebuild it") from None
 
 
 def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = None, *, index: Any = None,

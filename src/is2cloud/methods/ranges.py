@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = ["BlockFile", "Codec", "ObjectChangedError", "ObjectId", "ObjectMissingError", "RangeError",
-           "RangeRequest", "coalesce", "fetch_ranges", "head_object", "normalize_etag", "run_sync", "split_url"]
+           "RangeRequest", "check_objects", "coalesce", "fetch_ranges", "head_object", "normalize_etag", "run_sync", "split_url"]
 
 T = TypeVar("T")
 _MiB = 2**20
@@ -267,6 +267,31 @@ def fetch_ranges(credentials: Any, requests: Sequence[RangeRequest], *, concurre
                 pool.shutdown(wait=True)
 
     return run_sync(main())
+
+
+def check_objects(credentials: Any, objects: Sequence[ObjectId], *, concurrency: int = 64) -> None:
+    """HEAD every object (``concurrency`` at once) and compare its size and ETag with what ``objects``
+    expect: :class:`ObjectMissingError` or :class:`ObjectChangedError` for one that differs."""
+    import obstore
+
+    if not objects:
+        return
+    stores = _Stores(credentials)
+
+    async def main() -> None:
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(o: ObjectId) -> None:
+            async with sem:
+                try:
+                    meta = await obstore.head_async(stores(o.bucket), o.key)
+                except FileNotFoundError:
+                    raise ObjectMissingError(f"{o.name}: there is no object at {o.url}") from None
+            o.check(meta.get("size"), meta.get("e_tag"))
+
+        await asyncio.gather(*(one(o) for o in objects))
+
+    run_sync(main())
 
 
 def head_object(credentials: Any, bucket: str, key: str, *, store: Any = None) -> ObjectId:
