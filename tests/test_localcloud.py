@@ -55,6 +55,33 @@ def test_ledger_since_reads_only_new_requests(cloud, creds):
     assert [(r.verb, r.bytes) for r in rows] == [("GET", 10)]
 
 
+def test_requests_without_a_body_keep_the_connection_open(cloud, creds):
+    """Like S3, the server answers GET/HEAD on a persistent connection; an upload closes it (werkzeug)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", cloud.port, timeout=30)
+    try:
+        conn.request("GET", "/is2cloud-scratch/blob.bin", headers={"Range": "bytes=10-19"})
+        first = conn.getresponse()
+        assert (first.status, first.read()) == (206, DATA[10:20])
+        sock = conn.sock
+        for verb, path, want in [("HEAD", "/is2cloud-scratch/blob.bin", 200),
+                                 ("GET", "/is2cloud-scratch/no-such-key", 404),
+                                 ("GET", "/is2cloud-scratch/blob.bin", 200)]:
+            conn.request(verb, path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == want and resp.getheader("Connection") != "close"
+            assert conn.sock is sock, f"{verb} {path} opened a new connection"
+        assert body == DATA
+        conn.request("PUT", "/is2cloud-scratch/kept.bin", body=b"abc")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200 and resp.getheader("Connection") == "close"
+    finally:
+        conn.close()
+
+
 def test_in_region_profile_n_sequential_gets_take_n_latencies(cloud, creds):
     s3 = creds.boto3_client()
     cloud.set_profile("in-region")

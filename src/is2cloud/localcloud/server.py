@@ -551,6 +551,82 @@ _REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Requ
 # -- process entry point -----------------------------------------------------------------------
 
 
+def keep_alive_handler() -> type:
+    """moto's request handler, answering requests without a body on a persistent connection.
+
+    werkzeug's development server closes the connection after every response (http.server cannot
+    drain an unread request body before the next request line). A client of real S3 keeps its
+    connections open; here every GET would otherwise pay a TCP connect and a fresh server thread, on
+    the client's own cores. So a request that has no body, on HTTP/1.1, is answered here, with the same
+    WSGI app, and the connection stays open when the response is complete and delimited by its
+    Content-Length; anything else (uploads, ``Expect``, a body cut short, an error) goes to werkzeug and
+    closes as before.
+    """
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    class KeepAliveRequestHandler(MotoRequestHandler):
+        timeout = 300  # an idle persistent connection is closed after this many seconds
+        # Headers and body go out in separate writes: with Nagle's algorithm the body of a small
+        # response would wait for the client's delayed ACK of the headers (40 ms on Linux).
+        disable_nagle_algorithm = True
+
+        def run_wsgi(self) -> None:
+            h = self.headers
+            bodyless = (h.get("Content-Length", "0").strip() in ("", "0") and "Transfer-Encoding" not in h
+                        and "Expect" not in h)
+            if self.request_version != "HTTP/1.1" or self.close_connection or not bodyless:
+                super().run_wsgi()
+                return
+            self.environ = environ = self.make_environ()
+            try:
+                self.close_connection = not self._respond(environ)
+            except Exception:  # mid-response: the client sees the connection end, as with werkzeug
+                self.close_connection = True
+
+        def _respond(self, environ: dict[str, Any]) -> bool:
+            """Run the app once; True when the response was complete and the connection can be reused."""
+            started: list[Any] = []
+
+            def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if exc_info and started:
+                    raise exc_info[1].with_traceback(exc_info[2])
+                started[:] = [status, headers]
+                return lambda data: None  # write(): not used by moto or the middleware
+
+            body = self.server.app(environ, start_response)
+            try:
+                it = iter(body)
+                first = next(it, b"")  # the app calls start_response by its first chunk at the latest
+                status, headers = started
+                code = int(status.split(None, 1)[0])
+                length = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
+                no_body = self.command == "HEAD" or code in (204, 304) or code < 200
+                keep = no_body or length is not None
+                self.send_response(code, status.split(None, 1)[1] if " " in status else "")
+                for k, v in headers:
+                    self.send_header(k, v)
+                if not keep:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                sent = 0
+                for data in _chain(first, it):
+                    if data and not no_body:
+                        self.wfile.write(data)
+                        sent += len(data)
+                self.wfile.flush()
+                return keep and (no_body or sent == length)
+            finally:
+                if hasattr(body, "close"):
+                    body.close()
+
+    return KeepAliveRequestHandler
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
 def build_app(state: ServerState) -> NetworkModelApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -559,7 +635,6 @@ def build_app(state: ServerState) -> NetworkModelApp:
 
 def serve(host: str, port: int, state: ServerState, region: str, archive: Path | None,
           buckets: list[str], announce: Callable[[dict[str, Any]], None]) -> None:
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -576,7 +651,7 @@ def serve(host: str, port: int, state: ServerState, region: str, archive: Path |
                 probe.bind((host, port))
             except OSError as exc:
                 raise OSError(f"cannot bind the local cloud to {host}:{port}: {exc.strerror or exc}") from None
-    server = make_server(host, port, build_app(state), threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, build_app(state), threaded=True, request_handler=keep_alive_handler())
     server.daemon_threads = True
     h, p = server.server_address[:2]
     announce({"endpoint": f"http://{h}:{p}", "host": h, "port": p, "region": region, "pid": os.getpid(),
