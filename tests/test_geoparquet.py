@@ -357,6 +357,25 @@ def test_empty_and_null_geometries():
     assert back.geometry.iloc[1] is None and back.geometry.iloc[2].is_empty
 
 
+@pytest.mark.parametrize("geoms", [
+    pytest.param(None, id="2d points (direct encoding)"),
+    pytest.param([shapely.Point(1, 2), shapely.Point(3, 4, 5)], id="a 3d point"),
+    pytest.param([shapely.Point(1, 2), shapely.LineString([(0, 0), (1, 1)])], id="mixed types"),
+])
+def test_wkb_and_boxes_are_shapelys_whichever_encoding_is_used(geoms):
+    gdf = points(50) if geoms is None else gpd.GeoDataFrame({"v": range(len(geoms))}, geometry=geoms, crs="EPSG:4326")
+    table = gp.to_arrow(gdf)
+    values = np.asarray(gdf.geometry.values, dtype=object)
+    has_z = bool(shapely.has_z(values).any())
+    assert table["geometry"].to_pylist() == list(shapely.to_wkb(values, flavor="iso",
+                                                                output_dimension=3 if has_z else 2))
+    bbox = table["bbox"].combine_chunks()
+    got = np.column_stack([bbox.field(f).to_numpy() for f in ("xmin", "ymin", "xmax", "ymax")])
+    np.testing.assert_array_equal(got, shapely.bounds(values))
+    info = gp.validate_geoparquet(table)
+    assert list(info.primary.geometry_types) == sorted({g.geom_type + (" Z" if g.has_z else "") for g in values})
+
+
 # -- S3 --------------------------------------------------------------------------------------------
 
 
