@@ -82,6 +82,42 @@ def test_requests_without_a_body_keep_the_connection_open(cloud, creds):
         conn.close()
 
 
+@pytest.mark.parametrize("app_kind", ["ok", "no length", "raises"])
+def test_keep_alive_handler_closes_unless_the_response_is_complete(app_kind):
+    """The handler alone, with plain WSGI apps: a complete response keeps the connection; a body without
+    a length is delimited by closing; an app that raises gives a 500 and closes, as werkzeug does."""
+    import http.client
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from is2cloud.localcloud.server import keep_alive_handler
+
+    def app(environ, start_response):
+        if app_kind == "raises":
+            raise RuntimeError("boom")
+        headers = [("Content-Type", "text/plain")] + ([("Content-Length", "5")] if app_kind == "ok" else [])
+        start_response("200 OK", headers)
+        return [b"hel", b"lo"]
+
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=keep_alive_handler())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    try:
+        conn.request("GET", "/x")
+        resp = conn.getresponse()
+        body = resp.read()
+        if app_kind == "raises":
+            assert resp.status == 500 and resp.getheader("Connection") == "close"
+        else:
+            assert (resp.status, body) == (200, b"hello")
+            assert resp.getheader("Connection") == (None if app_kind == "ok" else "close")
+        assert resp.will_close == (app_kind != "ok")
+    finally:
+        conn.close()
+        server.shutdown()
+
+
 def test_in_region_profile_n_sequential_gets_take_n_latencies(cloud, creds):
     s3 = creds.boto3_client()
     cloud.set_profile("in-region")

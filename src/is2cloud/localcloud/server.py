@@ -578,10 +578,21 @@ def keep_alive_handler() -> type:
                 super().run_wsgi()
                 return
             self.environ = environ = self.make_environ()
+            self._status_sent = False
             try:
                 self.close_connection = not self._respond(environ)
-            except Exception:  # mid-response: the client sees the connection end, as with werkzeug
+            except Exception as exc:
                 self.close_connection = True
+                if isinstance(exc, (ConnectionReset, OSError)):
+                    return  # the connection is gone (a modelled reset, or the client hung up)
+                log.error("error on %s %s: %r", self.command, self.path.split("?", 1)[0], exc)
+                if not self._status_sent:  # as werkzeug does: a 500 if nothing was sent yet
+                    body = b"Internal Server Error"
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(body)
 
         def _respond(self, environ: dict[str, Any]) -> bool:
             """Run the app once; True when the response was complete and the connection can be reused."""
@@ -602,6 +613,7 @@ def keep_alive_handler() -> type:
                 length = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
                 no_body = self.command == "HEAD" or code in (204, 304) or code < 200
                 keep = no_body or length is not None
+                self._status_sent = True
                 self.send_response(code, status.split(None, 1)[1] if " " in status else "")
                 for k, v in headers:
                     self.send_header(k, v)
