@@ -16,6 +16,8 @@ A WSGI middleware in front of moto's own application does what moto does not:
 * **Range reads from the store**: moto answers a ranged GET by copying the whole object; here
   GET/HEAD of an object read only the requested bytes of moto's stored value, so a 30 ms
   network model is not drowned by server overhead on large granules.
+* **Persistent connections** (:func:`keep_alive_handler`): werkzeug closes every connection; here a
+  request without a body is answered on a kept-alive connection, as S3 does.
 
 Everything else (PUT, multipart, list, delete, STS) is moto's.
 """
@@ -36,7 +38,6 @@ import struct
 import sys
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
 from pathlib import Path
@@ -399,7 +400,7 @@ class NetworkModelApp:
             ("ETag", f'"{fake.etag.strip(chr(34))}"'),
             ("Last-Modified", formatdate(_epoch_seconds(fake.last_modified), usegmt=True)),
             ("Accept-Ranges", "bytes"),
-            ("x-amz-request-id", uuid.uuid4().hex[:16].upper()),
+            ("x-amz-request-id", _request_id()),
         ]
         status = 200
         start, end = 0, size - 1
@@ -455,7 +456,7 @@ class NetworkModelApp:
                         wait = body_t0 + sent / bandwidth - time.monotonic()
                         if wait > 0:
                             time.sleep(wait)
-                    yield bytes(piece)
+                    yield chunk if len(piece) == len(chunk) and isinstance(chunk, bytes) else bytes(piece)
         finally:
             if hasattr(chunks, "close"):
                 try:
@@ -480,6 +481,14 @@ def _read_chunks(fake: Any, start: int, length: int) -> Iterator[bytes]:
         buf.seek(start)
         data = buf.read(length)
     yield data
+
+
+_request_ids = random.Random()
+
+
+def _request_id() -> str:
+    """An S3-style request id (16 hex digits; uuid4 costs a getrandom system call per request)."""
+    return f"{_request_ids.getrandbits(64):016X}"
 
 
 def _reset_socket(environ: dict[str, Any] | None) -> None:
@@ -539,7 +548,7 @@ def _respond(start_response: Callable[..., Any], status: int, body: Any) -> list
 
 def _s3_error(status: int, code: str, message: str, key: str) -> tuple[int, list[tuple[str, str]], list[bytes]]:
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-            f"<Key>{key}</Key><RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>").encode()
+            f"<Key>{key}</Key><RequestId>{_request_id()}</RequestId></Error>").encode()
     return status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], [body]
 
 
@@ -619,12 +628,19 @@ def keep_alive_handler() -> type:
                     self.send_header(k, v)
                 if not keep:
                     self.send_header("Connection", "close")
-                self.end_headers()
+                # The head and the first chunk of the body in one write (what end_headers() would
+                # write is http.server's _headers_buffer plus the blank line).
+                self._headers_buffer.append(b"\r\n")
+                head = b"".join(self._headers_buffer)
+                self._headers_buffer = []
                 sent = 0
                 for data in _chain(first, it):
                     if data and not no_body:
-                        self.wfile.write(data)
+                        self.wfile.write(head + data if head else data)
                         sent += len(data)
+                        head = b""
+                if head:
+                    self.wfile.write(head)
                 self.wfile.flush()
                 return keep and (no_body or sent == length)
             finally:
