@@ -210,8 +210,9 @@ def _bounds(geoms: np.ndarray) -> np.ndarray:
 
 
 def _plain_points(geoms: np.ndarray) -> np.ndarray | None:
-    """The (n, 2) coordinates when every geometry is a non-empty 2D point (the subsets' case), else None."""
-    if len(geoms) == 0 or not np.all(shapely.get_type_id(geoms) == 0):
+    """The (n, 2) coordinates when every geometry is a non-empty 2D point (the subsets' case), else None.
+    Not past 2 GiB of WKB (what a ``binary`` array's 32-bit offsets can address)."""
+    if not 0 < len(geoms) < 2**31 // _POINT_WKB.itemsize or not np.all(shapely.get_type_id(geoms) == 0):
         return None
     if shapely.has_z(geoms).any() or shapely.is_empty(geoms).any():
         return None
