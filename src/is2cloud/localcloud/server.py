@@ -575,8 +575,9 @@ def keep_alive_handler() -> type:
 
     class KeepAliveRequestHandler(MotoRequestHandler):
         timeout = 300  # an idle persistent connection is closed after this many seconds
-        # Headers and body go out in separate writes: with Nagle's algorithm the body of a small
-        # response would wait for the client's delayed ACK of the headers (40 ms on Linux).
+        # A response can take several writes (a body paced by the bandwidth model, a werkzeug
+        # response): with Nagle's algorithm a small last write would wait for the client's delayed ACK
+        # of the previous one (40 ms on Linux) on a kept-alive connection.
         disable_nagle_algorithm = True
 
         def run_wsgi(self) -> None:
