@@ -175,6 +175,13 @@ def coalesce(ranges: Iterable[tuple[int, int]], *, max_gap: int = 0, max_size: i
 # -- fetching --------------------------------------------------------------------------------------
 
 
+def _missing(exc: FileNotFoundError | PermissionError, name: str, url: str) -> ObjectMissingError:
+    """obstore's answer for an object that is not there (404) or not readable (403), naming the object."""
+    if isinstance(exc, FileNotFoundError):
+        return ObjectMissingError(f"{name}: there is no object at {url}")
+    return ObjectMissingError(f"{name}: access to {url} was refused (wrong or expired credentials?)")
+
+
 def _transient(exc: BaseException) -> bool:
     return not isinstance(exc, (RangeError, FileNotFoundError, PermissionError, ValueError, TypeError))
 
@@ -195,11 +202,8 @@ async def _get(store: Any, req: RangeRequest, *, retries: int, check: bool) -> b
             if len(data) != req.nbytes:
                 raise OSError(f"short read: {len(data)} of {req.nbytes} bytes")
             return bytes(data) if not isinstance(data, (bytes, bytearray)) else data
-        except FileNotFoundError:
-            raise ObjectMissingError(f"{req.obj.name}: there is no object at {req.obj.url}") from None
-        except PermissionError:
-            raise ObjectMissingError(f"{req.obj.name}: access to {req.obj.url} was refused (wrong or expired "
-                                     "credentials?)") from None
+        except (FileNotFoundError, PermissionError) as exc:
+            raise _missing(exc, req.obj.name, req.obj.url) from None
         except Exception as exc:
             if not _transient(exc) or attempt == retries:
                 if isinstance(exc, RangeError):
@@ -285,8 +289,8 @@ def check_objects(credentials: Any, objects: Sequence[ObjectId], *, concurrency:
             async with sem:
                 try:
                     meta = await obstore.head_async(stores(o.bucket), o.key)
-                except FileNotFoundError:
-                    raise ObjectMissingError(f"{o.name}: there is no object at {o.url}") from None
+                except (FileNotFoundError, PermissionError) as exc:
+                    raise _missing(exc, o.name, o.url) from None
             o.check(meta.get("size"), meta.get("e_tag"))
 
         await asyncio.gather(*(one(o) for o in objects))
@@ -300,10 +304,8 @@ def head_object(credentials: Any, bucket: str, key: str, *, store: Any = None) -
 
     try:
         meta = obstore.head(store if store is not None else credentials.obstore(bucket), key)
-    except FileNotFoundError:
-        raise ObjectMissingError(f"{key.rsplit('/', 1)[-1]}: there is no object at s3://{bucket}/{key}") from None
-    except PermissionError:
-        raise ObjectMissingError(f"{key.rsplit('/', 1)[-1]}: access to s3://{bucket}/{key} was refused") from None
+    except (FileNotFoundError, PermissionError) as exc:
+        raise _missing(exc, key.rsplit("/", 1)[-1], f"s3://{bucket}/{key}") from None
     return ObjectId(bucket, key, int(meta["size"]), normalize_etag(meta.get("e_tag")))
 
 
