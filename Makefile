@@ -25,8 +25,8 @@ bench: env
 archive: env
 	$(PY) -m is2cloud.cli sample-data --preset book
 
-lock:
-	uv lock --python $$(bash -c 'ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 | tail -1')
+lock: env
+	$$(command -v uv || echo .tools/bin/uv) lock --python $$(bash -c 'ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 | tail -1')
 
 clean:
 	rm -rf _build .pytest_cache
