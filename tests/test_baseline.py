@@ -306,7 +306,7 @@ def test_bad_granule_types():
 
 
 def test_earthdata_mode_opens_with_earthaccess(granules, creds, monkeypatch):
-    from is2cloud import credentials as credmod
+    from is2cloud import access as credmod
     from is2cloud import settings
 
     calls = []

@@ -9,6 +9,7 @@ import obstore
 import pytest
 
 from is2cloud import credentials as cr
+from is2cloud.access import get_credentials
 from is2cloud.settings import get_settings
 
 
@@ -118,7 +119,7 @@ def test_earthdata_mode_without_login_is_a_clear_error(earthdata_mode, monkeypat
     monkeypatch.setattr(earthaccess, "login", no_login)
     monkeypatch.setattr(earthaccess, "__auth__", None, raising=False)
     with pytest.raises(cr.CredentialsError, match="missing Earthdata Login credentials"):
-        cr.get_credentials("read")
+        get_credentials("read")
 
 
 def test_earthdata_mode_write_needs_cryocloud_role(earthdata_mode, monkeypatch):
@@ -127,7 +128,7 @@ def test_earthdata_mode_write_needs_cryocloud_role(earthdata_mode, monkeypatch):
     monkeypatch.delenv("IS2CLOUD_WEB_IDENTITY_TOKEN_FILE", raising=False)
     get_settings.cache_clear()
     with pytest.raises(cr.CredentialsError, match="missing CryoCloud credentials"):
-        cr.get_credentials("write")
+        get_credentials("write")
 
 
 def test_daac_credentials_are_refused_in_local_mode():

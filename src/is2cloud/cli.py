@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 Point a notebook or script at it:
   export IS2CLOUD_ENDPOINT={cloud.endpoint}
-  python -c 'from is2cloud.credentials import get_credentials; c = get_credentials(); print(c)'
+  python -c 'from is2cloud.access import get_credentials; c = get_credentials(); print(c)'
 
 Then hand the credentials to a client (the adapters fill in endpoint, region and keys):
   boto3    creds.boto3_client("s3")    boto3.client("s3", endpoint_url="{cloud.endpoint}", region_name="{cloud.region}", ...)

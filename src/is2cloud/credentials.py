@@ -384,32 +384,3 @@ def from_earthdata(daac: str = "NSIDC") -> Credentials:
     return Credentials(raw["accessKeyId"], raw["secretAccessKey"], raw.get("sessionToken"), expiration,
                        region="us-west-2", endpoint_url=None, source=f"earthaccess DAAC ({daac})",
                        refresher=EarthdataRefresher(daac))
-
-
-def get_credentials(purpose: Purpose = "read", cloud: Any = None) -> Credentials:
-    """Credentials for the current mode.
-
-    * local: web identity against the embedded STS (``cloud`` or the process-wide local cloud).
-    * earthdata, ``purpose="read"`` (the NSIDC archive): earthaccess DAAC credentials.
-    * earthdata, ``purpose="write"`` (your bucket): the CryoCloud role via ``AWS_ROLE_ARN`` and
-      ``AWS_WEB_IDENTITY_TOKEN_FILE``.
-    """
-    from is2cloud.settings import get_settings
-
-    settings = get_settings()
-    if purpose not in ("read", "write"):
-        raise ValueError(f"purpose must be 'read' or 'write', not {purpose!r}")
-    if settings.mode == "local":
-        if cloud is None:
-            from is2cloud.localcloud import ensure_cloud
-
-            cloud = ensure_cloud(settings)
-        return cloud.credentials()
-    if purpose == "read":
-        return from_earthdata("NSIDC")
-    role = os.environ.get("AWS_ROLE_ARN")
-    token_file = settings.web_identity_token_file
-    if not role or not token_file:
-        raise CredentialsError("missing CryoCloud credentials: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE are not set "
-                               "(they are set on the CryoCloud hub)")
-    return from_web_identity(role, token_file, region=settings.region)

@@ -147,7 +147,7 @@ def _storage_options(credentials: Any, storage_options: Mapping[str, Any] | None
     elif storage_options is not None:
         opts = dict(storage_options)
     else:
-        raise CredentialsError(f"missing credentials for {url}: pass credentials= (is2cloud.credentials.get_credentials()) "
+        raise CredentialsError(f"missing credentials for {url}: pass credentials= (is2cloud.access.get_credentials()) "
                                "or storage_options= with key, secret and endpoint_url/region")
     if not opts.get("anon") and not (opts.get("key") and opts.get("secret")):
         raise CredentialsError(f"missing credentials for {url}: storage_options has no key/secret")

@@ -334,7 +334,7 @@ def _earthaccess_sources(granules: Sequence[Any], sources: list[GranuleSource], 
     configuration's open options, and carry the file objects to the workers (they pickle)."""
     import earthaccess
 
-    from is2cloud.credentials import get_credentials
+    from is2cloud.access import get_credentials
 
     get_credentials("read")  # logs in with the environment or netrc strategy; never prompts
     # tuned: earthaccess chooses the block size from each object's size itself
@@ -383,7 +383,7 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] = DEFAULT
         if get_settings().mode == "earthdata" and all(isinstance(g, dict) for g in items):
             sources = _earthaccess_sources(items, sources, config)
         else:
-            from is2cloud.credentials import get_credentials
+            from is2cloud.access import get_credentials
 
             credentials = get_credentials("read")
     results = map_granules(read_granule, sources, client, on_error=on_error, progress=progress,
@@ -463,7 +463,7 @@ def aoi_physical_limit(granules: Iterable[Any], aoi: Any, variables: Iterable[st
             local.append(GranuleSource(s.name, str(hit[0]), s.size, s.md5) if hit and s.md5 and hit[1] == s.md5 else s)
         sources = local
     if credentials is None and any(s.url.startswith("s3://") for s in sources):
-        from is2cloud.credentials import get_credentials
+        from is2cloud.access import get_credentials
 
         credentials = get_credentials("read")
     limits = map_granules(_limit_worker, sources, client, progress=False, label="physical limit", aoi=area,
