@@ -85,11 +85,12 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
         from is2cloud.granules import sample_data
 
         cycles = [int(c) for c in args.cycles.split(",")] if args.cycles else None
-        archive = sample_data(args.aoi, args.product, cycles=cycles, out_dir=args.out, seed=settings.seed)
+        archive = sample_data(args.aoi, args.product, cycles=cycles, out_dir=args.out, seed=settings.seed,
+                              progress=True)
     else:
         from is2cloud.granules import publish_archive
 
-        archive = publish_archive(args.preset, cache_dir=settings.cache_dir, force=args.force)
+        archive = publish_archive(args.preset, cache_dir=settings.cache_dir, force=args.force, progress=True)
     print(f"{archive} ready in {time.perf_counter() - t0:.1f} s")
     return 0
 

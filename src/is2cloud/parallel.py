@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Callable, Iterable, Literal, Sequence, TextIO
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+from is2cloud.progress import Progress
 
 __all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
            "map_granules"]
@@ -158,38 +159,6 @@ def _resolve_client(client: Any):
         return get_client()
 
 
-# -- progress --------------------------------------------------------------------------------------
-
-
-class _Progress:
-    """One line, rewritten in place: ``granules 3/10 done, 1 failed, 2.1 s``."""
-
-    def __init__(self, total: int, label: str, enabled: bool, stream: TextIO | None = None):
-        self.total, self.label, self.enabled = total, label, enabled and total > 0
-        self.stream = stream or sys.stdout
-        self.done = self.failed = 0
-        self.t0 = time.perf_counter()
-        self._last = 0.0
-        self._show(force=True)
-
-    def update(self, ok: bool) -> None:
-        self.done += 1
-        self.failed += 0 if ok else 1
-        self._show(force=self.done == self.total)
-
-    def _show(self, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        failed = f", {self.failed} failed" if self.failed else ""
-        end = "\n" if self.done == self.total else ""
-        self.stream.write(f"\r{self.label} {self.done}/{self.total} done{failed}, {now - self.t0:.1f} s{end}")
-        self.stream.flush()
-
-
 # -- the fan-out -----------------------------------------------------------------------------------
 
 
@@ -208,7 +177,7 @@ def map_granules(
     client: Any = None,
     *,
     on_error: OnError = "raise",
-    progress: bool = True,
+    progress: bool | None = None,
     label: str = "granules",
     **kwargs: Any,
 ) -> GranuleResults:
@@ -219,12 +188,13 @@ def map_granules(
     ``"sync"`` to run serially here. ``fn`` and ``kwargs`` must pickle for Dask.
     ``on_error="raise"``: after trying every granule, raise :class:`GranuleError` naming each failure.
     ``on_error="skip"``: return the successes; ``result.skipped`` lists the failures with reasons.
+    ``progress``: a progress line (default: only when someone watches, see :mod:`is2cloud.progress`).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     items = list(granules)
     names = [granule_name(g) for g in items]
-    bar = _Progress(len(items), label, progress)
+    bar = Progress(len(items), label, progress)
     outcomes: list[tuple[bool, Any]] = []
     if isinstance(client, str):
         if client != "sync":
@@ -248,7 +218,7 @@ def map_granules(
 
 
 def _run_distributed(client: Any, fn: Callable[..., Any], items: list[Any], names: list[str],
-                     kwargs: dict[str, Any], bar: _Progress) -> list[tuple[bool, Any]]:
+                     kwargs: dict[str, Any], bar: Progress) -> list[tuple[bool, Any]]:
     from distributed import as_completed
 
     fn_name = getattr(fn, "__name__", "task")

@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -39,6 +40,7 @@ import numpy as np
 from is2cloud.granules import orbit
 from is2cloud.granules.common import GENERATOR_VERSION, WrittenGranule
 from is2cloud.granules.orbit import GranuleSpec
+from is2cloud.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -237,13 +239,19 @@ def _work(args: tuple[GranuleSpec, str, str]) -> dict[str, Any]:
     }
 
 
-def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: int | None) -> list[dict[str, Any]]:
+def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: int | None,
+              progress: bool | None = None) -> list[dict[str, Any]]:
     # biggest jobs first, so the two workers finish together
     order = sorted(specs, key=lambda s: -(s.window[1] - s.window[0]) * (8.0 if s.product == "ATL03" else 1.0))
     jobs = [(s, str(root), bucket) for s in order]
     workers = max(1, min(workers or _default_workers(), len(jobs)))
+    bar = Progress(len(jobs), "generating granules", progress, stream=sys.stderr)
     if workers == 1:
-        return [_work(j) for j in jobs]
+        results = []
+        for j in jobs:
+            results.append(_work(j))
+            bar.update()
+        return results
     # fork is cheap and never re-imports __main__; a parent with threads (a Jupyter kernel) spawns instead
     ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
     os.environ[_GENERATING] = str(os.getpid())
@@ -253,6 +261,7 @@ def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: in
             for i, res in enumerate(pool.map(_work, jobs, chunksize=1), 1):
                 log.info("generated %d/%d %s (%.1f s)", i, len(jobs), res["spec"].name, res["seconds"])
                 results.append(res)
+                bar.update()
             return results
     except BrokenProcessPool as exc:
         raise RuntimeError("a granule generator process died. If this runs from a script, guard the script's top "
@@ -350,7 +359,7 @@ def _is_current(root: Path, *, seed: int, signature: str, bucket: str) -> bool:
 
 
 def _build(final: Path, specs: Sequence[GranuleSpec], *, preset: str, seed: int, signature: str, description: str,
-           bucket: str, workers: int | None) -> Archive:
+           bucket: str, workers: int | None, progress: bool | None = None) -> Archive:
     """Generate ``specs`` into a temporary sibling of ``final`` and rename it into place."""
     if not specs:
         raise ValueError(f"nothing to generate for {preset!r}: no granule crosses the AOI in those cycles")
@@ -359,7 +368,7 @@ def _build(final: Path, specs: Sequence[GranuleSpec], *, preset: str, seed: int,
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     try:
-        results = _generate(specs, tmp, bucket, workers)
+        results = _generate(specs, tmp, bucket, workers, progress)
         _write_archive(tmp, results, preset=preset, seed=seed, signature=signature,
                        seconds=time.perf_counter() - t0, description=description, bucket=bucket)
         old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -373,12 +382,14 @@ def _build(final: Path, specs: Sequence[GranuleSpec], *, preset: str, seed: int,
 
 
 def publish_archive(preset: str, *, cache_dir: str | Path | None = None, force: bool = False,
-                    workers: int | None = None, seed: int | None = None, bucket: str | None = None) -> Archive:
+                    workers: int | None = None, seed: int | None = None, bucket: str | None = None,
+                    progress: bool | None = None) -> Archive:
     """The sample archive of a preset (``test``, ``book`` or ``bench``), generated if missing or stale.
 
     ``cache_dir`` defaults to ``settings.cache_dir``; the archive lives in ``<cache_dir>/archive/<preset>``.
     ``force`` regenerates it. ``workers`` processes generate granules in parallel (default: all CPUs).
-    ``seed`` and ``bucket`` default to ``settings.seed`` and ``settings.archive_bucket``.
+    ``seed`` and ``bucket`` default to ``settings.seed`` and ``settings.archive_bucket``. ``progress``: a
+    progress line on stderr while generating (default: when someone watches, :mod:`is2cloud.progress`).
     """
     from is2cloud.settings import get_settings
 
@@ -397,13 +408,13 @@ def publish_archive(preset: str, *, cache_dir: str | Path | None = None, force: 
         log.info("generating the %r sample archive in %s", preset, root)
         specs = preset_specs(p, seed)
         return _build(root, specs, preset=preset, seed=seed, signature=signature, description=p.description,
-                      bucket=bucket, workers=workers)
+                      bucket=bucket, workers=workers, progress=progress)
 
 
 def sample_data(aoi: Any, product: str, cycles: Iterable[int] | None = None, out_dir: str | Path | None = None, *,
                 seed: int | None = None, window: str | None = None, margin_m: float = 2000.0,
                 workers: int | None = None, cache_dir: str | Path | None = None, bucket: str | None = None,
-                force: bool = False) -> Archive:
+                force: bool = False, progress: bool | None = None) -> Archive:
     """Generate the synthetic granules of ``product`` whose beams cross ``aoi`` in ``cycles``.
 
     ``aoi``: anything :func:`is2cloud.aoi.load_aoi` accepts (GeoJSON path, dict, polygon, bbox).
@@ -438,7 +449,7 @@ def sample_data(aoi: Any, product: str, cycles: Iterable[int] | None = None, out
         if not force and _is_current(root, seed=seed, signature=signature, bucket=bucket):
             return load_archive(root)
         return _build(root, specs, preset=name, seed=seed, signature=signature, description=description,
-                      bucket=bucket, workers=workers)
+                      bucket=bucket, workers=workers, progress=progress)
 
 
 # -- UMM-G -------------------------------------------------------------------------------------------------
