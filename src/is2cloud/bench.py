@@ -1,10 +1,11 @@
 """Measuring methods the same way: wall, CPU, peak memory, GETs and bytes, and the network lower bound.
 
->>> with measure("baseline (tuned)", method="baseline", cloud=cloud, scale="book") as m:   # doctest: +SKIP
-...     gdf = baseline.subset(granules, aoi)
-...     m.rows = len(gdf)
->>> m.wall_s, m.gets, m.get_bytes, m.lower_bound_s                                          # doctest: +SKIP
+>>> with measure("baseline (tuned)", cloud=cloud, physical_bytes=limit.nbytes) as m:     # doctest: +SKIP
+...     m.result = baseline.subset(granules, aoi)
+>>> compare(base, index)                                                                  # doctest: +SKIP
 
+* ``rows`` and ``granules`` come from the frame the block leaves in ``m.result`` (its length and its
+  distinct ``granule`` values) unless given; ``physical_bytes`` is the physical limit of the subset.
 * CPU and peak memory cover this process and its children (Dask workers), not the local cloud's
   server process: the server stands in for S3, whose cost is not ours.
 * GETs and bytes come from the server's request ledger, so every client is counted the same way.
@@ -12,6 +13,7 @@
 * The lower bound is what the network model alone costs for the observed traffic:
   ``ceil(GETs / concurrency) * latency + bytes / (bandwidth * concurrency)``, with ``concurrency`` the
   peak number of simultaneous requests seen in the ledger unless given.
+* :func:`compare` shows measurements side by side: a table, bars, and one labelled sentence.
 
 Each measurement is appended to a CSV results table (``results/measurements.csv`` by default, or
 ``IS2CLOUD_RESULTS``) that the comparison chapter reads.
@@ -27,7 +29,7 @@ import platform
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -67,6 +69,8 @@ class Measurement:
     notes: str = ""
     timestamp: str = ""
     host: str = field(default_factory=lambda: f"{platform.node()} ({os.cpu_count()} cpu)")
+    cores: int = field(default_factory=lambda: _cores())
+    result: Any = field(default=None, repr=False, compare=False)  # the block's output frame (not recorded)
 
     @property
     def bytes_ratio(self) -> float | None:
@@ -76,9 +80,19 @@ class Measurement:
         return self.get_bytes / self.physical_bytes
 
     def as_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
         row["bytes_ratio"] = self.bytes_ratio
         return row
+
+    def _observe_result(self) -> None:
+        """Fill ``rows``/``granules`` from the frame the block produced, where not given."""
+        frame = self.result
+        if frame is None:
+            return
+        if self.rows is None and hasattr(frame, "__len__"):
+            self.rows = len(frame)
+        if self.granules is None and "granule" in getattr(frame, "columns", ()):
+            self.granules = int(frame["granule"].nunique())
 
     def __str__(self) -> str:
         parts = [f"{self.name}: {self.wall_s:.2f} s wall, {self.cpu_s:.2f} s CPU, peak {self.peak_rss_MB:.0f} MB"]
@@ -88,6 +102,14 @@ class Measurement:
             parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}")
         parts.append(f"[{self.mode}, scale={self.scale}, profile={self.profile}]")
         return "; ".join(parts)
+
+
+def _cores() -> int:
+    """CPUs this process may use (its affinity), which is what a CPU-bound method's speed depends on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class _TreeSampler:
@@ -177,10 +199,17 @@ def measure(
     record: bool = True,
     results: str | Path | None = None,
     notes: str = "",
+    rows: int | None = None,
+    granules: int | None = None,
+    physical_bytes: int | None = None,
 ) -> Iterator[Measurement]:
-    """Measure the block; fill the yielded :class:`Measurement`; append it to the results table."""
+    """Measure the block; fill the yielded :class:`Measurement`; append it to the results table.
+
+    Leave the block's output in ``m.result`` and ``rows``/``granules`` are read from it (or give them).
+    """
     settings = get_settings()
-    m = Measurement(name=name, method=method or name, mode=settings.mode, scale=scale or settings.scale, notes=notes)
+    m = Measurement(name=name, method=method or name, mode=settings.mode, scale=scale or settings.scale, notes=notes,
+                    rows=rows, granules=granules, physical_bytes=physical_bytes)
     if cloud is not None:
         prof = cloud.profile
         seq0 = cloud.seq
@@ -197,6 +226,7 @@ def measure(
     with sampler:
         yield m
     m.wall_s = time.perf_counter() - t0
+    m._observe_result()
     m.cpu_s = sampler.cpu_used()
     m.peak_rss_MB = sampler.peak / 1e6
     m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -217,10 +247,23 @@ def append_result(m: Measurement, path: str | Path | None = None) -> Path:
     path = Path(path) if path else results_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     row = m.as_row()
-    new = not path.exists()
+    header: list[str] = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+    if header and header != list(row):  # written by another version: rewrite it with every column
+        with open(path, newline="") as fh:
+            old = list(csv.DictReader(fh))
+        columns = list(dict.fromkeys([*row, *header]))
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=columns)
+            w.writeheader()
+            w.writerows(old)
+            w.writerow(row)
+        return path
     with open(path, "a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
+        if not header:
             w.writeheader()
         w.writerow(row)
     return path
@@ -231,7 +274,7 @@ def load_results(path: str | Path | None = None):  # -> pandas.DataFrame
 
     path = Path(path) if path else results_path()
     if not path.exists():
-        return pd.DataFrame(columns=[f.name for f in fields(Measurement)] + ["bytes_ratio"])
+        return pd.DataFrame(columns=[f.name for f in fields(Measurement) if f.name != "result"] + ["bytes_ratio"])
     return pd.read_csv(path)
 
 
@@ -295,3 +338,123 @@ def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
                      "lower_bound_s": None if m.lower_bound_s is None else round(m.lower_bound_s, 2),
                      "rows": m.rows, "granules": m.granules, "notes": m.notes})
     return pd.DataFrame(rows)
+
+
+# -- side by side ----------------------------------------------------------------------------------------
+
+_COLUMNS = {  # column -> (header, format)
+    "granules": ("granules", "{:,.0f}"), "rows": ("rows", "{:,.0f}"), "wall_s": ("wall (s)", "{:.2f}"),
+    "cpu_s": ("CPU (s)", "{:.1f}"), "peak_rss_MB": ("peak memory (MB)", "{:,.0f}"), "gets": ("GETs", "{:,.0f}"),
+    "MB": ("MB fetched", "{:,.2f}"), "physical_MB": ("physical limit (MB)", "{:,.2f}"),
+    "bytes_ratio": ("x physical limit", "{:,.2f}"), "lower_bound_s": ("network lower bound (s)", "{:.2f}"),
+    "concurrency": ("concurrency", "{:.0f}"),
+}
+_BARS = (("wall_s", "wall time (s)"), ("gets", "GETs"), ("MB", "MB fetched"), ("bytes_ratio", "x physical limit"))
+
+
+def _data_words(m: Measurement) -> str:
+    return "synthetic v006 granules" if m.mode == "local" else "NASA granules"
+
+
+@dataclass
+class Comparison:
+    """Measurements side by side; the first is the reference the others are compared with.
+
+    In Jupyter it shows :attr:`styled` (the table), :meth:`chart` (bars) and :attr:`sentence`.
+    """
+
+    measurements: list[Measurement]
+
+    @property
+    def reference(self) -> Measurement:
+        return self.measurements[0]
+
+    @property
+    def table(self):  # -> pandas.DataFrame
+        import pandas as pd
+
+        rows = []
+        for m in self.measurements:
+            rows.append({"name": m.name, "scale": m.scale, "profile": m.profile, "granules": m.granules,
+                         "rows": m.rows, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_rss_MB": m.peak_rss_MB,
+                         "gets": m.gets, "MB": None if m.get_bytes is None else m.get_bytes / 1e6,
+                         "physical_MB": m.physical_bytes / 1e6 if m.physical_bytes else None,
+                         "bytes_ratio": m.bytes_ratio, "lower_bound_s": m.lower_bound_s,
+                         "concurrency": m.concurrency})
+        frame = pd.DataFrame(rows).set_index("name")
+        return frame.dropna(axis="columns", how="all")
+
+    @property
+    def styled(self):  # -> pandas.io.formats.style.Styler
+        frame = self.table
+        formats = {c: f for c, (_, f) in _COLUMNS.items() if c in frame.columns}
+        headers = {c: h for c, (h, _) in _COLUMNS.items() if c in frame.columns}
+        return frame.style.format(formats, na_rep="-").relabel_index(
+            [headers.get(c, c) for c in frame.columns], axis="columns")
+
+    def chart(self):  # -> holoviews Layout
+        import hvplot.pandas  # noqa: F401 (registers .hvplot)
+
+        frame = self.table.reset_index()
+        panels = [frame.hvplot.bar(x="name", y=col, xlabel="", ylabel=title, title=title, width=260, height=280,
+                                   rot=20)
+                  for col, title in _BARS if col in frame.columns and frame[col].notna().all()]
+        layout = panels[0]
+        for p in panels[1:]:
+            layout = layout + p
+        ref = self.reference
+        return layout.opts(title=f"{self.label} (data scale '{ref.scale}', network profile '{ref.profile}')")
+
+    @property
+    def label(self) -> str:
+        ref = self.reference
+        cores = f"{ref.cores} CPU core{'s' if ref.cores != 1 else ''}"
+        granules = f"{ref.granules} " if ref.granules else ""
+        return f"{granules}{_data_words(ref)}, {cores}"
+
+    @property
+    def sentence(self) -> str:
+        """One labelled sentence per compared method: speed-up, bytes against the physical limit, context."""
+        ref = self.reference
+        parts = []
+        for m in self.measurements[1:]:
+            speed = ref.wall_s / m.wall_s if m.wall_s else float("nan")
+            text = f"{m.name} took {m.wall_s:.2f} s against {ref.wall_s:.2f} s for {ref.name}: {speed:.1f}x faster"
+            if speed < 1:
+                text = (f"{m.name} took {m.wall_s:.2f} s against {ref.wall_s:.2f} s for {ref.name}: "
+                        f"{1 / speed:.1f}x slower")
+            if m.get_bytes is not None and ref.get_bytes is not None:
+                text += f", fetching {m.get_bytes / 1e6:,.2f} MB against {ref.get_bytes / 1e6:,.1f} MB"
+                if m.bytes_ratio is not None and ref.bytes_ratio is not None:
+                    text += f" ({m.bytes_ratio:,.2f}x against {ref.bytes_ratio:,.1f}x the physical limit)"
+            parts.append(text)
+        if not parts:
+            parts.append(f"{ref.name} took {ref.wall_s:.2f} s")
+        context = (f"[{self.label}; data scale '{ref.scale}', network profile '{ref.profile}'. A CPU-bound method's "
+                   "speed-up depends on the cores.]")
+        return "; ".join(parts) + ". " + context
+
+    def __str__(self) -> str:
+        return self.sentence
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Markdown, display
+
+        display(self.styled)
+        display(self.chart())
+        display(Markdown(self.sentence))
+
+
+def compare(*measurements: Measurement) -> Comparison:
+    """Measurements side by side: the first is the reference (e.g. the tuned baseline).
+
+    Differences of scale or network profile are refused: they would not be comparable.
+    """
+    if not measurements:
+        raise ValueError("compare needs at least one measurement")
+    ms = list(measurements)
+    for key in ("scale", "profile", "mode"):
+        values = {getattr(m, key) for m in ms}
+        if len(values) > 1:
+            raise ValueError(f"cannot compare measurements of different {key}s: {sorted(values)}")
+    return Comparison(ms)

@@ -1,7 +1,10 @@
 """The baseline: open each granule the earthaccess way, read whole beams, clip to the AOI.
 
 >>> granules = find_granules("data/greenland_aoi.geojson", "ATL06")             # doctest: +SKIP
->>> gdf = subset(granules, "data/greenland_aoi.geojson", config="tuned")        # doctest: +SKIP
+>>> gdf = subset(granules, "data/greenland_aoi.geojson", config="blockcache")   # doctest: +SKIP
+
+The method protocol (:mod:`is2cloud.methods.protocol`): there is nothing to prepare (:func:`prepare`
+returns None), and :func:`subset` takes the granules themselves.
 
 For every granule: open the object as a file (``earthaccess.open`` in earthdata mode; an s3fs file
 with the same open options against the embedded cloud in local mode), open it with h5py, read the
@@ -10,12 +13,13 @@ AOI (:meth:`is2cloud.aoi.AOI.contains`, boundary points inside) and return the c
 (:mod:`is2cloud.methods.schema`). Granules fan out with :func:`is2cloud.parallel.map_granules`; the
 s3fs filesystem is built inside each worker from the (picklable) credentials.
 
-Two configurations of the file objects, both measured by the book:
+Two configurations of the file objects, named for the cache they use, both measured by the book
+(the prose calls them *naive* and *tuned*, and those names are accepted too):
 
-* ``naive``: what a newcomer gets from ``fs.open(url)``: s3fs's defaults (read from s3fs: a
-  ``readahead`` cache of ``S3FileSystem.default_block_size``, 50 MiB in s3fs 2026.9);
-* ``tuned``: what earthaccess does: a ``blockcache`` whose block size depends on the object size
-  (4 MiB below 100 MiB, 8 MiB below 1 GiB, 16 MiB above; :func:`earthaccess_block_size`).
+* ``readahead`` (naive): what a newcomer gets from ``fs.open(url)``: s3fs's defaults (read from s3fs:
+  a ``readahead`` cache of ``S3FileSystem.default_block_size``, 50 MiB in s3fs 2026.9);
+* ``blockcache`` (tuned): what earthaccess does: a ``blockcache`` whose block size depends on the object
+  size (4 MiB below 100 MiB, 8 MiB below 1 GiB, 16 MiB above; :func:`earthaccess_block_size`).
   (earthaccess 0.19's own default is ``background``, the same block cache that also prefetches the
   next block.)
 
@@ -54,12 +58,20 @@ from is2cloud.methods.schema import (
 from is2cloud.parallel import map_granules
 from is2cloud.settings import get_settings
 
-__all__ = ["CONFIGS", "DEFAULT_VARIABLES", "GranuleReadError", "GranuleSource", "MissingVariableError",
-           "aoi_physical_limit", "benchmark", "clip_granule", "earthaccess_block_size", "granule_source",
-           "open_granule", "open_options", "read_granule", "subset"]
+__all__ = ["CHAPTER", "CONFIGS", "DEFAULT_VARIABLES", "DESCRIPTION", "NAME", "PROSE", "TITLE", "GranuleReadError",
+           "GranuleSource", "MissingVariableError", "aoi_physical_limit", "benchmark", "clip_granule",
+           "earthaccess_block_size", "granule_source", "open_granule", "open_options", "prepare", "read_granule",
+           "subset"]
 
-Config = Literal["naive", "tuned"]
-CONFIGS: tuple[str, ...] = ("naive", "tuned")
+NAME = "baseline"
+TITLE = "baseline (earthaccess)"
+DESCRIPTION = "open each granule as a file (earthaccess.open), read whole beams with h5py, clip to the AOI"
+CHAPTER = "notebooks/03_baseline_earthaccess"
+
+Config = Literal["readahead", "blockcache", "naive", "tuned"]
+CONFIGS: tuple[str, ...] = ("readahead", "blockcache")
+PROSE: dict[str, str] = {"readahead": "naive", "blockcache": "tuned"}  # the words the book's prose uses
+_ALIASES = {v: k for k, v in PROSE.items()}
 DEFAULT_VARIABLES: tuple[str, ...] = ATL06_VARIABLES
 GROUP = "land_ice_segments"
 EPOCH = "/ancillary_data/atlas_sdp_gps_epoch"
@@ -98,14 +110,17 @@ def s3fs_defaults() -> dict[str, Any]:
 def open_options(config: Config, size: int) -> dict[str, Any]:
     """``fs.open`` keyword arguments of a configuration for an object of ``size`` bytes."""
     config = _check_config(config)
-    if config == "naive":
+    if config == "readahead":
         return s3fs_defaults()
     return {"cache_type": "blockcache", "block_size": earthaccess_block_size(size)}
 
 
 def _check_config(config: Any) -> Config:
+    """The configuration's name (``naive``/``tuned`` are accepted for ``readahead``/``blockcache``)."""
+    config = _ALIASES.get(config, config)
     if config not in CONFIGS:
-        raise ValueError(f"config must be one of {', '.join(CONFIGS)}, not {config!r}")
+        choices = ", ".join(f"{c!r} ({PROSE[c]})" for c in CONFIGS)
+        raise ValueError(f"config must be one of {choices}, not {config!r}")
     return config
 
 
@@ -153,7 +168,7 @@ def granule_source(granule: Any) -> GranuleSource:
 
 
 @contextmanager
-def open_granule(source: GranuleSource, config: Config = "tuned", credentials: Any = None) -> Iterator[IO[bytes]]:
+def open_granule(source: GranuleSource, config: Config = "blockcache", credentials: Any = None) -> Iterator[IO[bytes]]:
     """The granule as a read-only file object, opened the earthaccess way.
 
     An ``s3://`` URL: an s3fs filesystem from ``credentials``, one HEAD for the object size (as
@@ -270,7 +285,7 @@ def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VAR
 
 
 def read_granule(source: GranuleSource, *, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES,
-                 config: Config = "tuned", credentials: Any = None) -> dict[str, np.ndarray]:
+                 config: Config = "blockcache", credentials: Any = None) -> dict[str, np.ndarray]:
     """The worker: open one granule, read and clip it (see :func:`clip_granule`)."""
     with open_granule(source, config, credentials) as fh, _h5(fh, source) as h5:
         return clip_granule(h5, aoi, variables, granule=source.name)
@@ -338,7 +353,7 @@ def _earthaccess_sources(granules: Sequence[Any], sources: list[GranuleSource], 
 
     get_credentials("read")  # logs in with the environment or netrc strategy; never prompts
     # tuned: earthaccess chooses the block size from each object's size itself
-    open_kwargs = {"cache_type": "blockcache"} if config == "tuned" else s3fs_defaults()
+    open_kwargs = {"cache_type": "blockcache"} if config == "blockcache" else s3fs_defaults()
     files = earthaccess.open(list(granules), open_kwargs=open_kwargs, show_progress=False)
     by_path = {"s3://" + str(f.path).removeprefix("s3://"): f for f in files}
     out = []
@@ -349,25 +364,35 @@ def _earthaccess_sources(granules: Sequence[Any], sources: list[GranuleSource], 
     return out
 
 
-def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] = DEFAULT_VARIABLES, *,
-           config: Config = "tuned", credentials: Any = None, client: Any = None,
-           on_error: Literal["raise", "skip"] = "raise", progress: bool = True):  # -> geopandas.GeoDataFrame
+def prepare(granules: Iterable[Any], *, out: Any = None, credentials: Any = None, out_credentials: Any = None,
+            client: Any = None, progress: bool | None = None) -> None:
+    """Nothing to prepare: the baseline reads the granules as they are. Returns None (the protocol's
+    "no artefact"); :func:`subset` then takes the granules."""
+    return None
+
+
+def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] | None = None, *,
+           credentials: Any = None, out_credentials: Any = None, client: Any = None,
+           progress: bool | None = None, config: Config = "blockcache",
+           on_error: Literal["raise", "skip"] = "raise"):  # -> geopandas.GeoDataFrame
     """Rows of ``granules`` inside ``aoi`` in the canonical schema, read the earthaccess way.
 
     ``granules``: ``earthaccess.DataGranule`` objects (e.g. from :func:`is2cloud.catalog.find_granules`),
     ``s3://`` URLs or local paths. ``aoi``: anything :func:`is2cloud.aoi.load_aoi` takes.
-    ``variables``: below ``gtx/land_ice_segments``; the canonical ones are required, extras become extra
-    columns after ``geometry``. ``config``: ``"naive"`` or ``"tuned"`` (module docstring).
+    ``variables``: below ``gtx/land_ice_segments`` (default: the canonical ones, which are required);
+    extras become extra columns after ``geometry``. ``config``: ``"blockcache"`` (tuned, the default) or
+    ``"readahead"`` (naive); see the module docstring.
     ``credentials``: a :class:`~is2cloud.credentials.Credentials`; default: ``get_credentials("read")``
-    (in earthdata mode the files are opened with ``earthaccess.open`` instead). ``client``: see
-    :func:`~is2cloud.parallel.map_granules` (``"sync"`` runs here, serially).
+    (in earthdata mode the files are opened with ``earthaccess.open`` instead). ``out_credentials``:
+    unused (the baseline stores nothing). ``client``: see :func:`~is2cloud.parallel.map_granules`
+    (``"sync"`` runs here, serially). ``progress``: see :mod:`is2cloud.progress`.
     ``on_error="skip"`` skips granules that cannot be read; they are listed in
     ``result.attrs["skipped"]`` and in a warning. Raises :class:`~is2cloud.aoi.AOIError` for a bad AOI,
     :class:`~is2cloud.catalog.NoGranulesError` for no granules, and
     :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (``on_error="raise"``).
     """
     area = load_aoi(aoi)
-    variables = check_variables(variables)
+    variables = check_variables(DEFAULT_VARIABLES if variables is None else variables)
     config = _check_config(config)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -387,7 +412,7 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] = DEFAULT
 
             credentials = get_credentials("read")
     results = map_granules(read_granule, sources, client, on_error=on_error, progress=progress,
-                           label=f"baseline ({config})", aoi=area, variables=variables, config=config,
+                           label=f"baseline ({PROSE[config]})", aoi=area, variables=variables, config=config,
                            credentials=credentials)
     frame = assemble(results, variables)
     if results.skipped:
@@ -433,7 +458,7 @@ def _local_copies() -> dict[tuple[str, str], tuple[Path, str]]:
 
 
 def _limit_worker(source: GranuleSource, *, aoi: AOI, variables: Sequence[str], credentials: Any) -> PhysicalLimit:
-    with open_granule(source, "tuned", credentials) as fh, _h5(fh, source) as h5:
+    with open_granule(source, "blockcache", credentials) as fh, _h5(fh, source) as h5:
         try:
             return physical_limit(h5, aoi, variables, granule=source.name)
         except KeyError as exc:
