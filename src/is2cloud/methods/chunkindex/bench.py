@@ -1,0 +1,97 @@
+"""The chunk index benchmark: build the index, then subset with the tuned baseline and the chunk index
+and compare (speed, bytes, GETs, index size)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from is2cloud.methods.chunkindex.builder import build
+from is2cloud.methods.chunkindex.query import subset
+from is2cloud.methods.ranges import split_url
+
+
+def _warm_worker() -> None:
+    """Import the readers in a worker (outside the measurement)."""
+    import h3  # noqa: F401
+    import obstore  # noqa: F401
+
+    import is2cloud.methods.chunkindex  # noqa: F401
+
+
+def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-region", client: Any = None,
+              repeat: int = 1, results: str | os.PathLike[str] | None = None,
+              index_url: str | None = None) -> list:  # -> list[bench.Measurement]
+    """Measure, in one run at ``scale`` on the Greenland AOI (``profile`` network model):
+
+    1. ``chunk index build``: indexing every ATL06 granule of the AOI (written to ``index_url``, default
+       ``s3://<output bucket>/bench/chunk-index-<scale>.parquet``);
+    2. ``baseline (tuned) -> GeoParquet`` and 3. ``chunk index -> GeoParquet``: the subset written as
+       GeoParquet to the output bucket, each ``repeat`` times, rows checked identical.
+
+    Each records wall/CPU/memory, GETs and bytes from the ledger and ``physical_bytes`` (the compressed
+    bytes of the chunks of the requested variables that hold a row inside the AOI); the notes of the
+    chunk index measurement compare it with the targets (speed-up over the tuned baseline, bytes / physical
+    limit, GETs / chunk ranges + index reads, index size / archive, build seconds per granule).
+    ``cloud`` must serve the ``scale`` archive; its profile is restored afterwards.
+    """
+    from is2cloud.bench import measure
+    from is2cloud.geoparquet import write_geoparquet
+    from is2cloud.methods import baseline
+    from is2cloud.methods.identity import assert_same_rows
+    from is2cloud.settings import get_settings
+
+    scene = baseline.bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
+    area, granules, credentials, limit, client = (scene.area, scene.granules, scene.credentials, scene.limit,
+                                                  scene.client)
+    if not isinstance(client, str):
+        client.run(_warm_worker)
+    bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
+    index_url = index_url or f"s3://{bucket}/bench/chunk-index-{scale}.parquet"
+    archive_bytes = sum(int(g["umm"]["DataGranule"]["ArchiveAndDistributionInformation"][0]["SizeInBytes"])
+                        for g in granules)
+    before = cloud.profile_name
+    cloud.set_profile(profile)
+    label = f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules"
+    out: list[Any] = []
+    frames: dict[str, Any] = {}
+    try:
+        with measure("chunk index build", method="chunkindex", cloud=cloud, scale=scale, results=results,
+                     notes=label) as mb:
+            idx = build(granules, index_url, mode="overwrite", credentials=credentials,
+                        out_credentials=credentials, client=client, progress=False)
+            mb.granules, mb.rows = len(granules), len(idx)
+        nbytes = int(idx.stats["nbytes"])
+        mb.notes = (f"{label}; index {nbytes / 1e6:.2f} MB = {100 * nbytes / archive_bytes:.3f}% of the "
+                    f"{archive_bytes / 1e9:.2f} GB archive; {mb.wall_s / len(granules):.2f} s per granule; "
+                    f"{len(idx)} windows")
+        out.append(mb)
+        for i in range(repeat):
+            run = f"run {i + 1}/{repeat}"
+            with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
+                         results=results, notes=f"{label}; earthaccess blockcache; {run}") as m0:
+                gdf = baseline.subset(granules, area, config="tuned", credentials=credentials, client=client,
+                                      progress=False)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
+                m0.rows, m0.granules, m0.physical_bytes = len(gdf), len(granules), limit.nbytes
+            out.append(m0)
+            frames.setdefault("baseline", gdf)
+            seq = cloud.seq
+            with measure("chunk index -> GeoParquet", method="chunkindex", cloud=cloud, scale=scale,
+                         results=results, notes=f"{label}; {run}") as m1:
+                gdf = subset(index_url, area, credentials=credentials, index_credentials=credentials)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/chunkindex-{scale}.parquet", credentials=credentials)
+                m1.rows, m1.granules, m1.physical_bytes = len(gdf), len(granules), limit.nbytes
+            ledger = [r for r in cloud.ledger(seq) if r.verb == "GET" and r.key]
+            index_gets = sum(1 for r in ledger if r.key == split_url(index_url)[1])
+            summary = gdf.attrs.get("chunkindex", {})
+            m1.notes = (f"{label}; {run}; {m0.wall_s / m1.wall_s:.1f}x faster than baseline (tuned); bytes "
+                        f"{m1.bytes_ratio or float('nan'):.2f}x the physical limit (index reads included); "
+                        f"{m1.gets} GETs = {summary.get('ranges')} chunk ranges (of {limit.chunks} chunks) + "
+                        f"{index_gets} index reads; {summary.get('footprint')} windows")
+            out.append(m1)
+            frames.setdefault("chunkindex", gdf)
+    finally:
+        cloud.set_profile(before)
+    assert_same_rows(frames["baseline"], frames["chunkindex"], names=("baseline (tuned)", "chunk index"))
+    return out
