@@ -154,7 +154,9 @@ def test_open_options():
         assert baseline.earthaccess_block_size(size) == _optimal_fsspec_block_size(size)
         assert baseline.open_options("tuned", size) == {"cache_type": "blockcache",
                                                         "block_size": _optimal_fsspec_block_size(size)}
-    with pytest.raises(ValueError, match="naive, tuned"):
+        assert baseline.open_options("blockcache", size) == baseline.open_options("tuned", size)
+    assert baseline.open_options("naive", 1) == baseline.open_options("readahead", 1) == baseline.s3fs_defaults()
+    with pytest.raises(ValueError, match=r"'readahead' \(naive\), 'blockcache' \(tuned\), not 'fast'"):
         baseline.open_options("fast", 1)
 
 

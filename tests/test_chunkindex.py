@@ -96,7 +96,7 @@ def tuned(granules, creds):
 
 
 def query(location, aoi, creds, **kw):
-    return subset(location, aoi, credentials=creds, index_credentials=creds, **kw)
+    return subset(location, aoi, credentials=creds, out_credentials=creds, **kw)
 
 
 def beam(path: Path, track: str, group: str = "land_ice_segments", lat: str = "latitude", lon: str = "longitude"):
@@ -171,7 +171,7 @@ def test_aoi_shapes_prune_and_clip(index06, aois, creds):
 
 def test_granules_with_index_and_in_memory_index(index06, granules, tuned, creds):
     want = tuned(GREENLAND)
-    with_index = subset(granules, GREENLAND, index=index06.location, credentials=creds, index_credentials=creds)
+    with_index = subset(granules, GREENLAND, index=index06.location, credentials=creds, out_credentials=creds)
     assert_same_rows(want, with_index, names=("baseline", "granules + index"))
     in_memory = subset(granules, GREENLAND, credentials=creds, client="sync")  # builds an index first
     assert_same_rows(want, in_memory, names=("baseline", "in-memory index"))
@@ -393,7 +393,7 @@ def test_deleted_object_is_stale(own_copy, put, creds, granules):
 def test_granule_not_in_the_index_is_stale(own_copy, granules, creds):
     _, loc, _ = own_copy
     with pytest.raises(StaleIndexError, match=granules[1]["umm"]["GranuleUR"]) as err:
-        subset(granules, GREENLAND, index=loc, credentials=creds, index_credentials=creds)
+        subset(granules, GREENLAND, index=loc, credentials=creds, out_credentials=creds)
     assert "not in the chunk index" in str(err.value)
 
 
@@ -418,11 +418,11 @@ def test_catalog_size_or_md5_mismatch_is_stale(index06, granules, creds, archive
     seq = archive_cloud.seq
     with pytest.raises(StaleIndexError, match="12345 bytes") as err:
         subset([_granule_at(g, size=12345)], GREENLAND, index=index06.location, credentials=creds,
-               index_credentials=creds)
+               out_credentials=creds)
     assert name in str(err.value)
     with pytest.raises(StaleIndexError, match="MD5") as err:
         subset([_granule_at(g, md5="0" * 32)], GREENLAND, index=index06.location, credentials=creds,
-               index_credentials=creds)
+               out_credentials=creds)
     assert name in str(err.value)
     # detected from the index alone, before any granule byte is fetched
     assert not [r for r in archive_cloud.ledger(seq) if r.verb == "GET" and r.key and r.key.endswith(".h5")]
@@ -476,9 +476,9 @@ def test_wrong_product(index06, index03, granules, atl03_granules, creds, test_a
     with pytest.raises(WrongProductError, match="ATL06"):
         query(index06.location, GREENLAND, creds, product="ATL03")
     with pytest.raises(WrongProductError):
-        subset(atl03_granules, GRANDMESA, index=index06.location, credentials=creds, index_credentials=creds)
+        subset(atl03_granules, GRANDMESA, index=index06.location, credentials=creds, out_credentials=creds)
     with pytest.raises(WrongProductError):
-        subset(granules, GREENLAND, index=index03.location, credentials=creds, index_credentials=creds)
+        subset(granules, GREENLAND, index=index03.location, credentials=creds, out_credentials=creds)
     with pytest.raises(WrongProductError):
         build(atl03_granules, product="ATL06", credentials=creds, client="sync", progress=False)
     with pytest.raises(WrongProductError, match="mix"):
@@ -632,7 +632,7 @@ def test_nothing_half_written_on_error(granules, creds, bucket, put, index06, tm
 
 def test_query_accounting(index06, granules, creds, archive_cloud):
     limit = baseline.aoi_physical_limit(granules, GREENLAND, credentials=creds)
-    p = plan(index06.location, GREENLAND, index_credentials=creds)
+    p = plan(index06.location, GREENLAND, out_credentials=creds)
     seq = archive_cloud.seq
     got = query(index06.location, GREENLAND, creds)
     gets = [r for r in archive_cloud.ledger(seq) if r.verb == "GET" and r.key]

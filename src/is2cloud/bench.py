@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 import psutil
 
+from is2cloud.methods import METHODS
 from is2cloud.settings import get_profile, get_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,11 +288,9 @@ def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
 
 # -- make bench ----------------------------------------------------------------------------------------
 
-SUITES: dict[str, str] = {
-    "atl06sr": "is2cloud.sliderule:benchmark",
-    "baseline": "is2cloud.methods.baseline:benchmark",
-    "chunkindex": "is2cloud.methods.chunkindex:benchmark",
-}
+# SlideRule's ATL06-SR request (notebook 02), then every method of the registry, in book order.
+SUITES: dict[str, str] = {"atl06sr": "is2cloud.sliderule:benchmark",
+                          **{name: f"is2cloud.methods.{name}:benchmark" for name in METHODS}}
 
 
 def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-region",

@@ -561,8 +561,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
     from is2cloud.bench import measure
     from is2cloud.methods.identity import assert_same_rows
 
-    for c in configs:
-        _check_config(c)
+    configs = [_check_config(c) for c in configs]
     scene = bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
     area, granules, credentials, limit, client = (scene.area, scene.granules, scene.credentials, scene.limit,
                                                   scene.client)
@@ -574,11 +573,9 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
             for i in range(repeat):
                 notes = (f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules, "
                          f"{open_options(config, 0)['cache_type']}; run {i + 1}/{repeat}")
-                with measure(f"baseline ({config})", method="baseline", cloud=cloud, scale=scale, results=results,
-                             notes=notes) as m:
-                    gdf = subset(granules, area, config=config, credentials=credentials, client=client,
-                                 progress=False)
-                    m.rows, m.granules, m.physical_bytes = len(gdf), len(granules), limit.nbytes
+                with measure(f"baseline ({PROSE[config]})", method=NAME, cloud=cloud, scale=scale, results=results,
+                             notes=notes, granules=len(granules), physical_bytes=limit.nbytes) as m:
+                    m.result = gdf = subset(granules, area, config=config, credentials=credentials, client=client)
                 out.append(m)
                 frames.setdefault(config, gdf)
     finally:

@@ -42,8 +42,8 @@ windows become byte ranges, adjacent ones are coalesced, fetched concurrently wi
 each, ETag and size checked), decoded with numcodecs and clipped with :meth:`is2cloud.aoi.AOI.contains`.
 ATL06 gives the canonical schema (:mod:`is2cloud.methods.schema`), the same rows as the baseline.
 
->>> idx = build(find_granules(aoi, "ATL06"), "s3://is2cloud-scratch/chunk-index/ATL06_006.parquet")  # doctest: +SKIP
->>> gdf = subset(idx.location, aoi)                                                                  # doctest: +SKIP
+>>> idx = prepare(find_granules(aoi, "ATL06"))     # build(...) into default_index_url("ATL06")  # doctest: +SKIP
+>>> gdf = subset(idx, aoi)                          # or subset(idx.location, aoi)                # doctest: +SKIP
 
 Modules (each imports only those above it):
 
@@ -58,7 +58,7 @@ Modules (each imports only those above it):
 from __future__ import annotations
 
 from is2cloud.methods.chunkindex.bench import benchmark
-from is2cloud.methods.chunkindex.builder import build
+from is2cloud.methods.chunkindex.builder import build, prepare
 from is2cloud.methods.chunkindex.errors import ChunkIndexError, OutsideIndexError, StaleIndexError, WrongProductError
 from is2cloud.methods.chunkindex.footprints import H3_RESOLUTION, h3_cover, window_footprint
 from is2cloud.methods.chunkindex.granule import index_granule
@@ -83,7 +83,12 @@ from is2cloud.methods.chunkindex.planner import MAX_OVERFETCH  # noqa: F401
 from is2cloud.methods.chunkindex.products import COORDINATES, EPOCH, ORBIT  # noqa: F401
 from is2cloud.methods.chunkindex.windows import ATL03_SEGMENT_MARGIN_M, WINDOW_ROWS_CONTIGUOUS  # noqa: F401
 
-__all__ = ["ATL03_VARIABLES", "DEFAULT_VARIABLES", "FORMAT", "GROUPS", "H3_RESOLUTION", "ChunkIndex",
+NAME = "chunkindex"
+TITLE = "chunk index"
+DESCRIPTION = "a GeoParquet index of every HDF5 chunk's footprint and byte range; fetch only the AOI's chunks"
+CHAPTER = "notebooks/07_chunk_index"
+
+__all__ = ["CHAPTER", "DESCRIPTION", "NAME", "TITLE", "prepare", "ATL03_VARIABLES", "DEFAULT_VARIABLES", "FORMAT", "GROUPS", "H3_RESOLUTION", "ChunkIndex",
            "ChunkIndexError", "OutsideIndexError", "QueryPlan", "StaleIndexError", "WrongProductError",
            "benchmark", "build", "default_index_url", "h3_cover", "index_granule", "plan", "read_index",
            "subset", "window_footprint"]

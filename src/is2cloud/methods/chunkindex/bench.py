@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from is2cloud.methods.chunkindex.builder import build
+from is2cloud.methods.chunkindex.builder import prepare
 from is2cloud.methods.chunkindex.query import subset
 from is2cloud.methods.ranges import split_url
 
@@ -16,7 +16,7 @@ def _warm_worker() -> None:
     import h3  # noqa: F401
     import obstore  # noqa: F401
 
-    import is2cloud.methods.chunkindex  # noqa: F401
+    import is2cloud.methods.chunkindex.query  # noqa: F401
 
 
 def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-region", client: Any = None,
@@ -57,10 +57,10 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     frames: dict[str, Any] = {}
     try:
         with measure("chunk index build", method="chunkindex", cloud=cloud, scale=scale, results=results,
-                     notes=label) as mb:
-            idx = build(granules, index_url, mode="overwrite", credentials=credentials,
-                        out_credentials=credentials, client=client, progress=False)
-            mb.granules, mb.rows = len(granules), len(idx)
+                     notes=label, granules=len(granules)) as mb:
+            idx = prepare(granules, out=index_url, mode="overwrite", credentials=credentials,
+                          out_credentials=credentials, client=client)
+            mb.rows = len(idx)
         nbytes = int(idx.stats["nbytes"])
         mb.notes = (f"{label}; index {nbytes / 1e6:.2f} MB = {100 * nbytes / archive_bytes:.3f}% of the "
                     f"{archive_bytes / 1e9:.2f} GB archive; {mb.wall_s / len(granules):.2f} s per granule; "
@@ -69,19 +69,19 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
             with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
-                         results=results, notes=f"{label}; earthaccess blockcache; {run}") as m0:
-                gdf = baseline.subset(granules, area, config="tuned", credentials=credentials, client=client,
-                                      progress=False)
+                         results=results, notes=f"{label}; earthaccess blockcache; {run}", granules=len(granules),
+                         physical_bytes=limit.nbytes) as m0:
+                m0.result = gdf = baseline.subset(granules, area, config="tuned", credentials=credentials,
+                                                  client=client)
                 write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
-                m0.rows, m0.granules, m0.physical_bytes = len(gdf), len(granules), limit.nbytes
             out.append(m0)
             frames.setdefault("baseline", gdf)
             seq = cloud.seq
             with measure("chunk index -> GeoParquet", method="chunkindex", cloud=cloud, scale=scale,
-                         results=results, notes=f"{label}; {run}") as m1:
-                gdf = subset(index_url, area, credentials=credentials, index_credentials=credentials)
+                         results=results, notes=f"{label}; {run}", granules=len(granules),
+                         physical_bytes=limit.nbytes) as m1:
+                m1.result = gdf = subset(index_url, area, credentials=credentials, out_credentials=credentials)
                 write_geoparquet(gdf, f"s3://{bucket}/bench/chunkindex-{scale}.parquet", credentials=credentials)
-                m1.rows, m1.granules, m1.physical_bytes = len(gdf), len(granules), limit.nbytes
             ledger = [r for r in cloud.ledger(seq) if r.verb == "GET" and r.key]
             index_gets = sum(1 for r in ledger if r.key == split_url(index_url)[1])
             summary = gdf.attrs.get("chunkindex", {})

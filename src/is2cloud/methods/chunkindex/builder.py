@@ -21,6 +21,7 @@ from is2cloud.methods.chunkindex.indexfile import (
     _object_size,
     _sorted,
     _to_gdf,
+    default_index_url,
     read_index,
 )
 from is2cloud.methods.chunkindex.products import GROUPS, _granule_list, _product_of
@@ -31,7 +32,7 @@ ROW_GROUP_ROWS = 512
 def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *, product: str | None = None,
           variables: Any = None, credentials: Any = None, out_credentials: Any = None, client: Any = None,
           mode: Literal["append", "overwrite"] = "append", inline_bytes: int = INLINE_BYTES,
-          row_group_rows: int = ROW_GROUP_ROWS, progress: bool = True) -> ChunkIndex:
+          row_group_rows: int = ROW_GROUP_ROWS, progress: bool | None = None) -> ChunkIndex:
     """Index ``granules`` (``earthaccess.DataGranule`` records, ``s3://`` URLs or local paths) and, with
     ``out`` (a local path or ``s3://`` URL), write the index there as GeoParquet, atomically.
 
@@ -71,12 +72,12 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
     else:
         product = next(iter(products), None)
     if credentials is None and any(s.url.startswith("s3://") for s in sources):
-        from is2cloud.credentials import get_credentials
+        from is2cloud.access import get_credentials
 
         credentials = get_credentials("read")
     location = os.fspath(out) if out is not None else None
     if location and location.startswith("s3://") and out_credentials is None:
-        from is2cloud.credentials import get_credentials
+        from is2cloud.access import get_credentials
 
         out_credentials = get_credentials("write")
     existing: ChunkIndex | None = None
@@ -135,3 +136,20 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
         stats["nbytes"] = _object_size(location, out_credentials)
         stats["seconds"] = time.perf_counter() - t0
     return ChunkIndex(gdf, meta, location, stats)
+
+
+def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = None, credentials: Any = None,
+            out_credentials: Any = None, client: Any = None, progress: bool | None = None,
+            mode: Literal["append", "overwrite"] = "append", **options: Any) -> ChunkIndex:
+    """The method protocol's one-time step: :func:`build` the index of ``granules`` into ``out``
+    (default :func:`~is2cloud.methods.chunkindex.indexfile.default_index_url` of their product, version 006)
+    and return it. ``options`` go to :func:`build` (``product``, ``variables``, ``inline_bytes``, ...)."""
+    if out is None:
+        items = _granule_list(granules)
+        from is2cloud.methods.baseline import granule_source
+
+        products = {p for p in (_product_of(granule_source(g).name) for g in items) if p}
+        out = default_index_url(options.get("product") or (products.pop() if len(products) == 1 else "ATL06"))
+        granules = items
+    return build(granules, out, credentials=credentials, out_credentials=out_credentials, client=client,
+                 mode=mode, progress=progress, **options)

@@ -161,7 +161,7 @@ def execute(plan: QueryPlan, *, credentials: Any = None, concurrency: int = 64, 
         raise ChunkIndexError("the chunk index mixes S3 objects and local files")
     if remote:
         if credentials is None:
-            from is2cloud.credentials import get_credentials
+            from is2cloud.access import get_credentials
 
             credentials = get_credentials("read")
         try:

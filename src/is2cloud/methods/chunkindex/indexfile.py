@@ -53,6 +53,12 @@ class ChunkIndex:
     meta: dict[str, Any]
     location: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    method = "chunkindex"  # the method protocol's handle (is2cloud.methods.protocol.Prepared)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index file (0 for an index in memory)."""
+        return int(self.stats.get("nbytes") or 0)
 
     @property
     def product(self) -> str:
@@ -160,7 +166,7 @@ def _parquet_file(location: str | os.PathLike[str], credentials: Any):  # -> pya
     text = os.fspath(location)
     if text.startswith("s3://"):
         if credentials is None:
-            from is2cloud.credentials import get_credentials
+            from is2cloud.access import get_credentials
 
             credentials = get_credentials("write")
         bucket, key = split_url(text)

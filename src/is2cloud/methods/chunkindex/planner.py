@@ -200,7 +200,7 @@ def _expected_product(product: str | None, granules: Sequence[Any] | None) -> st
 
 
 def plan(index: Any, aoi: Any, variables: Iterable[str] | None = None, *, granules: Sequence[Any] | None = None,
-         product: str | None = None, temporal: Any = None, index_credentials: Any = None,
+         product: str | None = None, temporal: Any = None, out_credentials: Any = None,
          max_gap: int = 4096, max_range_bytes: int = 16 * 2**20, max_overfetch: float = MAX_OVERFETCH
          ) -> QueryPlan:
     """Prune the index for ``aoi`` and plan the fetch: see :class:`QueryPlan` and :func:`subset`.
@@ -212,7 +212,7 @@ def plan(index: Any, aoi: Any, variables: Iterable[str] | None = None, *, granul
 
     area = load_aoi(aoi)
     product = _expected_product(product, granules)
-    meta, handle, where = _open_index(index, index_credentials)
+    meta, handle, where = _open_index(index, out_credentials)
     if product is not None and meta.get("product") != product:
         raise WrongProductError(f"the chunk index {where} indexes {meta.get('product')} granules "
                                 f"({meta.get('group')}), not {product}: build an index for {product}")

@@ -35,7 +35,7 @@ def _verify_all(handle: Any, meta: dict[str, Any], granules: set[str] | None, cr
     if not remote:
         return
     if credentials is None:
-        from is2cloud.credentials import get_credentials
+        from is2cloud.access import get_credentials
 
         credentials = get_credentials("read")
     try:
@@ -46,11 +46,11 @@ def _verify_all(handle: Any, meta: dict[str, Any], granules: set[str] | None, cr
         raise StaleIndexError(f"{exc}: the chunk index is stale; rebuild it") from None
 
 
-def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = None, *, index: Any = None,
-           product: str | None = None, temporal: Any = None, credentials: Any = None,
-           index_credentials: Any = None, verify: Literal["touched", "all"] = "touched", concurrency: int = 64,
-           max_gap: int = 4096, max_overfetch: float = MAX_OVERFETCH, client: Any = "sync", progress: bool = False
-           ):  # -> geopandas.GeoDataFrame
+def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = None, *,
+           credentials: Any = None, out_credentials: Any = None, client: Any = "sync",
+           progress: bool | None = None, index: Any = None, product: str | None = None, temporal: Any = None,
+           verify: Literal["touched", "all"] = "touched", concurrency: int = 64, max_gap: int = 4096,
+           max_overfetch: float = MAX_OVERFETCH):  # -> geopandas.GeoDataFrame
     """Rows of ``aoi`` read through a chunk index: only the chunks of the windows that meet the AOI.
 
     ``granules_or_index``: a chunk index (its location: local path or ``s3://`` URL, or a
@@ -61,7 +61,8 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
     schema with extras after ``geometry``, the same rows as the baseline; ATL03 one row per photon.
     ``temporal``: (start, end) keeps rows in that time range. ``max_gap``/``max_overfetch``: how chunks are
     coalesced into ranges (see :func:`plan`). ``credentials`` read the granules,
-    ``index_credentials`` the index (defaults ``get_credentials("read")`` and ``("write")``).
+    ``out_credentials`` the index, which lives in your bucket (defaults ``get_credentials("read")`` and
+    ``("write")``). ``client``/``progress``: only used when an index is built in memory first.
     ``verify="touched"`` checks the ETag and size of every object a GET reads; ``"all"`` also HEADs
     every granule of the index first (a changed granule the AOI no longer reaches is caught too).
 
@@ -85,9 +86,9 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
         source = index if index is not None else build(granules, product=product, variables=None,
                                                        credentials=credentials, client=client, progress=progress)
     qplan = plan(source, area, variables, granules=granules, product=product, temporal=temporal,
-                 index_credentials=index_credentials, max_gap=max_gap, max_overfetch=max_overfetch)
+                 out_credentials=out_credentials, max_gap=max_gap, max_overfetch=max_overfetch)
     if verify == "all":
-        meta, handle, _ = _open_index(source, index_credentials)
+        meta, handle, _ = _open_index(source, out_credentials)
         from is2cloud.parallel import granule_name
 
         _verify_all(handle, meta, None if granules is None else {granule_name(g) for g in granules}, credentials,
