@@ -363,6 +363,7 @@ class Comparison:
     """
 
     measurements: list[Measurement]
+    preparations: dict[str, Measurement] = field(default_factory=dict)  # query name -> its one-time step
 
     @property
     def reference(self) -> Measurement:
@@ -426,6 +427,9 @@ class Comparison:
                 text += f", fetching {m.get_bytes / 1e6:,.2f} MB against {ref.get_bytes / 1e6:,.1f} MB"
                 if m.bytes_ratio is not None and ref.bytes_ratio is not None:
                     text += f" ({m.bytes_ratio:,.2f}x against {ref.bytes_ratio:,.1f}x the physical limit)"
+            prep = self.preparations.get(m.name)
+            if prep is not None:
+                text += "; " + _break_even(prep, m, ref)
             parts.append(text)
         if not parts:
             parts.append(f"{ref.name} took {ref.wall_s:.2f} s")
@@ -444,10 +448,24 @@ class Comparison:
         display(Markdown(self.sentence))
 
 
-def compare(*measurements: Measurement) -> Comparison:
+def _break_even(prep: Measurement, query: Measurement, ref: Measurement) -> str:
+    """After how many queries a one-time preparation has paid for itself against the reference."""
+    saved = ref.wall_s - query.wall_s
+    if prep.wall_s + query.wall_s <= ref.wall_s:
+        return (f"preparing ({prep.wall_s:.1f} s) and querying took less than one run of {ref.name}, "
+                "so it pays for itself on the first query")
+    if saved <= 0:
+        return f"its preparation ({prep.wall_s:.1f} s) never pays for itself against {ref.name} at this scale"
+    return (f"its preparation ({prep.wall_s:.1f} s) pays for itself after {math.ceil(prep.wall_s / saved)} "
+            "queries like this one")
+
+
+def compare(*measurements: Measurement, preparations: dict[str, Measurement] | None = None) -> Comparison:
     """Measurements side by side: the first is the reference (e.g. the tuned baseline).
 
-    Differences of scale or network profile are refused: they would not be comparable.
+    ``preparations`` maps a query's name to the measurement of its one-time step (an index build...): the
+    sentence then says after how many queries it pays for itself. Differences of scale or network profile
+    are refused: they would not be comparable.
     """
     if not measurements:
         raise ValueError("compare needs at least one measurement")
@@ -456,4 +474,8 @@ def compare(*measurements: Measurement) -> Comparison:
         values = {getattr(m, key) for m in ms}
         if len(values) > 1:
             raise ValueError(f"cannot compare measurements of different {key}s: {sorted(values)}")
-    return Comparison(ms)
+    preparations = dict(preparations or {})
+    unknown = sorted(set(preparations) - {m.name for m in ms})
+    if unknown:
+        raise ValueError(f"preparations name measurements that are not compared: {unknown}")
+    return Comparison(ms, preparations)
