@@ -172,12 +172,7 @@ def cmd_repack(args: argparse.Namespace) -> int:
 
     progress = None if args.quiet else (lambda done, total, path: print(f"\r{done}/{total} datasets", end="",
                                                                         file=sys.stderr, flush=True))
-    if args.dst.startswith("s3://"):
-        from is2cloud.credentials import get_credentials
-
-        report = repack.repack_to_s3(args.src, args.dst, credentials=get_credentials(), page_size=args.page_size,
-                                     chunk_rows=args.chunk_rows, progress=progress)
-    elif args.tool == "h5repack":
+    if args.tool == "h5repack":
         if args.chunk_rows:
             raise ValueError("--chunk-rows needs --tool h5py (h5repack's published command does not rechunk)")
         report = repack.run_h5repack(args.src, args.dst, page_size=args.page_size)
@@ -187,7 +182,7 @@ def cmd_repack(args: argparse.Namespace) -> int:
     if progress is not None and report.tool == "h5py":
         print(file=sys.stderr)
     print(report)
-    if args.summary and not args.dst.startswith("s3://"):
+    if args.summary:
         print(repack.layout_summary(args.src))
         print(repack.layout_summary(args.dst))
     return 0
@@ -259,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", default="touched", choices=["touched", "all"],
                    help="query: check the objects read (touched) or HEAD every granule of the index (all)")
     s = sub.add_parser("repack", help="write a cloud-optimized (paged, optionally rechunked) copy of a granule")
-    s.add_argument("src", help="the granule: a local path, or an s3:// URL when DST is one")
-    s.add_argument("dst", help="the copy: a local path or an s3:// URL (uploaded atomically)")
+    s.add_argument("src", help="the granule (a local path; for S3 use is2cloud.repack.repack_to_s3)")
+    s.add_argument("dst", help="the copy (a local path, written atomically)")
     s.add_argument("--page-size", type=int, default=8_000_000, help="file-space page size in bytes (default 8000000)")
     s.add_argument("--chunk-rows", type=int, default=None, help="rechunk the record datasets to this many rows")
     s.add_argument("--tool", default="h5py", choices=["h5py", "h5repack"],

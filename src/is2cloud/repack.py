@@ -402,8 +402,8 @@ def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credential
     chunk_rows = _check_chunk_rows(chunk_rows)
     out_credentials = out_credentials if out_credentials is not None else credentials
     if out_credentials is None:
-        raise CredentialsError(f"missing credentials for {dst_url}: pass credentials= "
-                               "(is2cloud.credentials.get_credentials())")
+        raise CredentialsError(f"missing credentials for {dst_url}: pass credentials= (and out_credentials= "
+                               "when another identity writes the copy)")
     with tempfile.TemporaryDirectory(prefix="is2cloud-repack-") as tmp:
         etag: str | None = None
         if src_url.startswith("s3://"):
