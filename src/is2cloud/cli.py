@@ -164,6 +164,31 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- repack (cloud-optimized copies, notebook 06) ------------------------------------------------
+
+
+@command("repack")
+def cmd_repack(args: argparse.Namespace) -> int:
+    from is2cloud import repack
+
+    progress = None if args.quiet else (lambda done, total, path: print(f"\r{done}/{total} datasets", end="",
+                                                                        file=sys.stderr, flush=True))
+    if args.tool == "h5repack":
+        if args.chunk_rows:
+            raise ValueError("--chunk-rows needs --tool h5py (h5repack's published command does not rechunk)")
+        report = repack.run_h5repack(args.src, args.dst, page_size=args.page_size)
+    else:
+        report = repack.repack(args.src, args.dst, page_size=args.page_size, chunk_rows=args.chunk_rows,
+                               progress=progress)
+    if progress is not None and report.tool == "h5py":
+        print(file=sys.stderr)
+    print(report)
+    if args.summary:
+        print(repack.layout_summary(args.src))
+        print(repack.layout_summary(args.dst))
+    return 0
+
+
 # -- bench ---------------------------------------------------------------------------------------
 
 
@@ -229,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="build: start a new index instead of appending")
     s.add_argument("--verify", default="touched", choices=["touched", "all"],
                    help="query: check the objects read (touched) or HEAD every granule of the index (all)")
+    s = sub.add_parser("repack", help="write a cloud-optimized (paged, optionally rechunked) copy of a granule")
+    s.add_argument("src", help="the granule (a local path; for S3 use is2cloud.repack.repack_to_s3)")
+    s.add_argument("dst", help="the copy (a local path, written atomically)")
+    s.add_argument("--page-size", type=int, default=8_000_000, help="file-space page size in bytes (default 8000000)")
+    s.add_argument("--chunk-rows", type=int, default=None, help="rechunk the record datasets to this many rows")
+    s.add_argument("--tool", default="h5py", choices=["h5py", "h5repack"],
+                   help="h5py (default) or the h5repack command (`h5repack -S PAGE -G <page> -P 1`)")
+    s.add_argument("--summary", action="store_true", help="print the layout of the granule and of the copy")
+    s.add_argument("--quiet", action="store_true", help="no progress")
     s = sub.add_parser("bench", help="performance figures (results/bench.csv)")
     s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, chunkindex")
     s.add_argument("--scale", default="book,bench", help="comma-separated scales: test, book, bench")

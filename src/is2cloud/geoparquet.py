@@ -401,15 +401,18 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
     return final
 
 
-def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str) -> None:
-    """One PUT, or one multipart upload aborted on failure: the key never holds a partial object."""
+def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str, *,
+                   content_type: str = "application/vnd.apache.parquet",
+                   metadata: Mapping[str, str] | None = None) -> None:
+    """One PUT, or one multipart upload aborted on failure: the key never holds a partial object.
+    ``metadata`` becomes the object's user metadata (``x-amz-meta-*``)."""
     size = local.stat().st_size
+    extra: dict[str, Any] = {"ContentType": content_type, **({"Metadata": dict(metadata)} if metadata else {})}
     try:
         if size <= SINGLE_PUT_MAX_BYTES:
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(),
-                       ContentType="application/vnd.apache.parquet")
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(), **extra)
         else:
-            _multipart_upload(fs, local, bucket, key)
+            _multipart_upload(fs, local, bucket, key, extra)
     except (CredentialsError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -417,12 +420,12 @@ def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str) -> Non
     fs.invalidate_cache(f"{bucket}/{key}")
 
 
-def _multipart_upload(fs: Any, local: Path, bucket: str, key: str) -> None:
-    """Parts of ``PART_BYTES`` uploaded ``PART_CONCURRENCY`` at a time on s3fs's event loop."""
+def _multipart_upload(fs: Any, local: Path, bucket: str, key: str, extra: Mapping[str, Any]) -> None:
+    """Parts of ``PART_BYTES`` uploaded ``PART_CONCURRENCY`` at a time on s3fs's event loop; ``extra``
+    (content type, metadata) goes to ``CreateMultipartUpload``."""
     import fsspec.asyn
 
-    mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key,
-                     ContentType="application/vnd.apache.parquet")
+    mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key, **extra)
     upload_id = mpu["UploadId"]
     nparts = max(1, -(-local.stat().st_size // PART_BYTES))
 

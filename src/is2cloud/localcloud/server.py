@@ -402,6 +402,8 @@ class NetworkModelApp:
             ("Accept-Ranges", "bytes"),
             ("x-amz-request-id", _request_id()),
         ]
+        # user metadata (x-amz-meta-*), which S3 returns with every GET and HEAD
+        headers += [(k, str(v)) for k, v in getattr(fake, "metadata", {}).items() if k.lower().startswith("x-amz-meta-")]
         status = 200
         start, end = 0, size - 1
         if rng is not None:
