@@ -171,8 +171,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_repack(args: argparse.Namespace) -> int:
     from is2cloud import repack
 
-    progress = None if args.quiet else (lambda done, total, path: print(f"\r{done}/{total} datasets", end="",
-                                                                        file=sys.stderr, flush=True))
+    progress = False if args.quiet else None
     if args.tool == "h5repack":
         if args.chunk_rows:
             raise ValueError("--chunk-rows needs --tool h5py (h5repack's published command does not rechunk)")
@@ -180,8 +179,6 @@ def cmd_repack(args: argparse.Namespace) -> int:
     else:
         report = repack.repack(args.src, args.dst, page_size=args.page_size, chunk_rows=args.chunk_rows,
                                progress=progress)
-    if progress is not None and report.tool == "h5py":
-        print(file=sys.stderr)
     print(report)
     if args.summary:
         print(repack.layout_summary(args.src))

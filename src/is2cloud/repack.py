@@ -36,10 +36,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ from typing import Any
 import h5py
 import numpy as np
 from h5py import h5a, h5d, h5f, h5g, h5o, h5s, h5t
+
+from is2cloud.progress import Progress
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "MIN_PAGE_SIZE", "LayoutSummary", "RepackError", "RepackReport",
            "h5repack_command", "layout_summary", "repack", "repack_to_s3", "run_h5repack"]
@@ -65,7 +68,6 @@ _LAYOUTS = {h5d.COMPACT: "compact", h5d.CONTIGUOUS: "contiguous", h5d.CHUNKED: "
 _SCALE_LINKS = ("DIMENSION_LIST", "REFERENCE_LIST")  # object references: rebuilt by attaching the scales
 _INSTALL_HINT = "install conda-forge's `hdf5` or Debian's `hdf5-tools` (apt-get install hdf5-tools)"
 
-Progress = Callable[[int, int, str], None]  # (datasets done, datasets in all, path of the last one)
 
 
 class RepackError(RuntimeError):
@@ -234,9 +236,10 @@ def _is_record_dataset(ds: h5py.Dataset) -> bool:
 class _Copier:
     """Copies a file object by object (see the module docstring)."""
 
-    def __init__(self, src: h5py.File, dst: h5py.File, chunk_rows: int | None, progress: Progress | None):
-        self.src, self.dst, self.chunk_rows, self.progress = src, dst, chunk_rows, progress
+    def __init__(self, src: h5py.File, dst: h5py.File, chunk_rows: int | None, progress: bool | None):
+        self.src, self.dst, self.chunk_rows = src, dst, chunk_rows
         self.total = sum(1 for _ in _datasets(src))
+        self.bar = Progress(self.total, f"repack {Path(src.filename).name}: datasets", progress, stream=sys.stderr)
         self.done = 0
         self.rechunked = 0
         self.copied: dict[int, str] = {}  # object address in the source -> its (first) path
@@ -293,8 +296,7 @@ class _Copier:
             for axis in range(src.ndim):
                 self.scales.extend((path, axis, h5o.get_info(scale.id).addr) for scale in src.dims[axis].values())
         self.done += 1
-        if self.progress is not None:
-            self.progress(self.done, self.total, path)
+        self.bar.update()
 
 
 def _datasets(f: h5py.File) -> Iterator[h5py.Dataset]:
@@ -304,12 +306,12 @@ def _datasets(f: h5py.File) -> Iterator[h5py.Dataset]:
 
 
 def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, page_size: int = DEFAULT_PAGE_SIZE,
-           chunk_rows: int | None = None, progress: Progress | None = None) -> RepackReport:
+           chunk_rows: int | None = None, progress: bool | None = None) -> RepackReport:
     """Write a cloud-optimized copy of the granule ``src`` to ``dst`` (both local paths) with h5py.
 
     Paged aggregation at ``page_size`` bytes (4 KiB to 64 MiB) with persisted free-space tracking;
-    ``chunk_rows`` rechunks the record datasets (None keeps the source's chunks). ``progress`` is called
-    after each dataset with (done, total, path). Values, attributes, layouts, filters and dimension
+    ``chunk_rows`` rechunks the record datasets (None keeps the source's chunks). ``progress``: a progress
+    line of datasets copied on stderr (default: when someone watches, :mod:`is2cloud.progress`). Values, attributes, layouts, filters and dimension
     scales are those of the source. Raises :class:`RepackError` (non-HDF5 input, unwritable output),
     ``FileNotFoundError`` or ``ValueError``; on any failure or interruption ``dst`` is not created.
     """
@@ -377,7 +379,7 @@ def _split_url(url: str) -> tuple[str, str]:
 
 def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credentials: Any = None,
                  page_size: int = DEFAULT_PAGE_SIZE, chunk_rows: int | None = None,
-                 progress: Progress | None = None) -> RepackReport:
+                 progress: bool | None = None) -> RepackReport:
     """Repack the object ``src_url`` (``s3://``, or a local path) into the object ``dst_url``.
 
     The source is downloaded to a temporary directory, repacked there (:func:`repack`) and uploaded in
