@@ -7,7 +7,8 @@
 * ``rows`` and ``granules`` come from the frame the block leaves in ``m.result`` (its length and its
   distinct ``granule`` values) unless given; ``physical_bytes`` is the physical limit of the subset.
 * CPU and peak memory cover this process and its children (Dask workers), not the local cloud's
-  server process: the server stands in for S3, whose cost is not ours.
+  server process: the server stands in for S3, whose cost is not ours. Its CPU is reported apart
+  (``server_cpu_s``), since it shares this machine's cores.
 * GETs and bytes come from the server's request ledger, so every client is counted the same way.
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
@@ -57,6 +58,7 @@ class Measurement:
     bandwidth_MBps: float = 0.0
     wall_s: float = float("nan")
     cpu_s: float = float("nan")
+    server_cpu_s: float | None = None  # the embedded S3 server's CPU (local mode), not in cpu_s
     peak_rss_MB: float = float("nan")
     requests: int | None = None
     gets: int | None = None
@@ -97,6 +99,8 @@ class Measurement:
 
     def __str__(self) -> str:
         parts = [f"{self.name}: {self.wall_s:.2f} s wall, {self.cpu_s:.2f} s CPU, peak {self.peak_rss_MB:.0f} MB"]
+        if self.server_cpu_s is not None:
+            parts.append(f"S3 server {self.server_cpu_s:.2f} s CPU")
         if self.gets is not None:
             parts.append(f"{self.gets} GETs, {self.get_bytes / 1e6:.2f} MB")
         if self.lower_bound_s is not None:
@@ -170,6 +174,16 @@ class _TreeSampler:
         return sum(v - self.start_cpu.get(pid, 0.0) for pid, v in self.cpu.items())
 
 
+def _process_cpu(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
+
+
 def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
     """The largest number of requests in flight at once."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
@@ -223,12 +237,16 @@ def measure(
     m.latency_s = prof.latency_s if prof else 0.0
     m.bandwidth_MBps = (prof.bandwidth_Bps / 1e6) if prof else 0.0
     sampler = _TreeSampler({server_pid} if server_pid else set())
+    server_cpu0 = _process_cpu(server_pid)
     t0 = time.perf_counter()
     with sampler:
         yield m
     m.wall_s = time.perf_counter() - t0
     m._observe_result()
     m.cpu_s = sampler.cpu_used()
+    server_cpu1 = _process_cpu(server_pid)
+    if server_cpu0 is not None and server_cpu1 is not None:
+        m.server_cpu_s = server_cpu1 - server_cpu0
     m.peak_rss_MB = sampler.peak / 1e6
     m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if cloud is not None and seq0 is not None:
@@ -288,8 +306,9 @@ def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
 
 # -- make bench ----------------------------------------------------------------------------------------
 
-# SlideRule's ATL06-SR request (notebook 02), then every method of the registry, in book order.
-SUITES: dict[str, str] = {"atl06sr": "is2cloud.sliderule:benchmark",
+# The embedded server's cost per request, SlideRule's ATL06-SR request (notebook 02), then every method of the
+# registry, in book order.
+SUITES: dict[str, str] = {"server": "is2cloud.localcloud.cost:benchmark", "atl06sr": "is2cloud.sliderule:benchmark",
                           **{name: f"is2cloud.methods.{name}:benchmark" for name in METHODS}}
 
 
@@ -330,7 +349,8 @@ def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
     rows = []
     for m in measurements:
         rows.append({"scale": m.scale, "profile": m.profile, "name": m.name, "wall_s": round(m.wall_s, 2),
-                     "cpu_s": round(m.cpu_s, 2), "peak_MB": round(m.peak_rss_MB), "GETs": m.gets,
+                     "cpu_s": round(m.cpu_s, 2), "server_cpu_s": None if m.server_cpu_s is None else round(m.server_cpu_s, 2),
+                     "peak_MB": round(m.peak_rss_MB), "GETs": m.gets,
                      "MB": None if m.get_bytes is None else round(m.get_bytes / 1e6, 2),
                      "physical_MB": None if not m.physical_bytes else round(m.physical_bytes / 1e6, 2),
                      "bytes/physical": None if m.bytes_ratio is None else round(m.bytes_ratio, 2),
@@ -343,7 +363,7 @@ def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
 
 _COLUMNS = {  # column -> (header, format)
     "granules": ("granules", "{:,.0f}"), "rows": ("rows", "{:,.0f}"), "wall_s": ("wall (s)", "{:.2f}"),
-    "cpu_s": ("CPU (s)", "{:.1f}"), "peak_rss_MB": ("peak memory (MB)", "{:,.0f}"), "gets": ("GETs", "{:,.0f}"),
+    "cpu_s": ("CPU (s)", "{:.1f}"), "server_cpu_s": ("S3 server CPU (s)", "{:.1f}"), "peak_rss_MB": ("peak memory (MB)", "{:,.0f}"), "gets": ("GETs", "{:,.0f}"),
     "MB": ("MB fetched", "{:,.2f}"), "physical_MB": ("physical limit (MB)", "{:,.2f}"),
     "bytes_ratio": ("x physical limit", "{:,.2f}"), "lower_bound_s": ("network lower bound (s)", "{:.2f}"),
     "concurrency": ("concurrency", "{:.0f}"),
@@ -376,7 +396,8 @@ class Comparison:
         rows = []
         for m in self.measurements:
             rows.append({"name": m.name, "scale": m.scale, "profile": m.profile, "granules": m.granules,
-                         "rows": m.rows, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_rss_MB": m.peak_rss_MB,
+                         "rows": m.rows, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "server_cpu_s": m.server_cpu_s,
+                         "peak_rss_MB": m.peak_rss_MB,
                          "gets": m.gets, "MB": None if m.get_bytes is None else m.get_bytes / 1e6,
                          "physical_MB": m.physical_bytes / 1e6 if m.physical_bytes else None,
                          "bytes_ratio": m.bytes_ratio, "lower_bound_s": m.lower_bound_s,

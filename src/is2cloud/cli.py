@@ -214,6 +214,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # -- entry point ---------------------------------------------------------------------------------
 
 
+def _suites() -> list[str]:
+    from is2cloud.bench import SUITES
+
+    return list(SUITES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="is2cloud", description="ICESat-2 in the Cloud: helper commands")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -261,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--summary", action="store_true", help="print the layout of the granule and of the copy")
     s.add_argument("--quiet", action="store_true", help="no progress")
     s = sub.add_parser("bench", help="performance figures (results/bench.csv)")
-    s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, chunkindex")
+    s.add_argument("--suite", default="all", help="all, or a comma-separated list of: " + ", ".join(_suites()))
     s.add_argument("--scale", default="book,bench", help="comma-separated scales: test, book, bench")
     s.add_argument("--profile", default="in-region", help="network profile of the local cloud")
     s.add_argument("--out", default=None, help="CSV to write (default results/bench.csv)")
