@@ -67,3 +67,18 @@ def test_server_cost_suite_measures_the_servers_cpu_per_get(archive_cloud, test_
     [m] = benchmark("test", archive_cloud, test_archive, requests=300, results=tmp_path / "b.csv")
     assert m.gets == 300 and m.server_cpu_s is not None and m.server_cpu_s > 0
     assert "server CPU per ranged GET" in m.notes and archive_cloud.profile_name == "none"
+
+
+def test_readme_figures_come_from_the_kept_results(tmp_path):
+    from is2cloud.bench import figures_markdown, merge_results
+
+    a = pd.DataFrame([_m("baseline (tuned)", 40.0, 393, 1600e6).as_row() | {"suite": "baseline", "commit": "abc"},
+                      _m("chunk index", 2.5, 915, 10.3e6, notes="14.0x faster").as_row()
+                      | {"suite": "chunkindex", "commit": "abc"}])
+    b = pd.DataFrame([_m("baseline (tuned)", 38.0, 393, 1600e6).as_row() | {"suite": "baseline", "commit": "def"}])
+    merged = merge_results(a, b)
+    assert sorted(merged["wall_s"]) == [2.5, 38.0]  # baseline's book run replaced, chunk index kept
+    text = figures_markdown(merged)
+    assert "**baseline, book scale**: `.venv/bin/is2cloud bench --suite baseline --scale book`, at def" in text
+    assert "| chunk index | 2.50 |" in text and "- chunk index: 14.0x faster" in text
+    assert text.index("**baseline") < text.index("**chunkindex")
