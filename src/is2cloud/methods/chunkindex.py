@@ -717,11 +717,15 @@ def _parquet_file(location: str | os.PathLike[str], credentials: Any):  # -> pya
             raise ChunkIndexError(f"there is no chunk index at {text}") from None
         except OSError as exc:
             raise ChunkIndexError(f"cannot open the chunk index at {text}: {str(exc)[:200]}") from None
+    else:
+        if not Path(text).exists():
+            raise ChunkIndexError(f"there is no chunk index at {text}")
+        handle = text
+    try:
         return pq.ParquetFile(handle, pre_buffer=True)
-    path = Path(text)
-    if not path.exists():
-        raise ChunkIndexError(f"there is no chunk index at {text}")
-    return pq.ParquetFile(str(path), pre_buffer=True)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: a thrift or magic-bytes error
+        raise ChunkIndexError(f"{text} is not a readable chunk index (a Parquet file): {str(exc)[:200]}; "
+                              "rebuild it with `is2cloud index build`") from None
 
 
 def _file_meta(pf: Any, where: str) -> dict[str, Any]:
@@ -1427,8 +1431,14 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
 
 
 def _looks_like_index(obj: Any) -> bool:
+    """A Parquet file by its name, or a local file by its first bytes (an index need not end in .parquet)."""
     if isinstance(obj, (str, os.PathLike)):
-        return os.fspath(obj).endswith((".parquet", ".geoparquet", ".pq"))
+        text = os.fspath(obj)
+        if text.endswith((".parquet", ".geoparquet", ".pq")):
+            return True
+        if "://" not in text and Path(text).is_file():
+            with open(text, "rb") as fh:
+                return fh.read(4) == b"PAR1"
     return False
 
 
