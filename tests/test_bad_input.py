@@ -134,14 +134,3 @@ def test_a_corrupted_index_names_the_file(tmp_path):
     bad.write_bytes(b"PAR1" + os.urandom(3000) + b"\x10\x00\x00\x00PAR1")
     with pytest.raises(chunkindex.ChunkIndexError, match=f"{bad}.*not a readable chunk index"):
         chunkindex.read_index(bad)
-
-
-def test_an_index_without_the_parquet_suffix_is_still_an_index(tmp_path):
-    from is2cloud.methods.schema import empty_frame
-
-    named = Path(write_geoparquet(empty_frame(), tmp_path / "index.parquet"))
-    bare = named.rename(tmp_path / "my-index")
-    assert chunkindex._looks_like_index(bare) and chunkindex._looks_like_index(str(bare))
-    other = tmp_path / "granule"
-    other.write_bytes(b"\x89HDF\r\n\x1a\n")
-    assert not chunkindex._looks_like_index(other)

@@ -174,7 +174,7 @@ def test_a_corrupted_index_is_named(tmp_path):
     bad = tmp_path / "corrupt.parquet"
     bad.write_bytes(b"PAR1" + os.urandom(3000) + b"\x10\x00\x00\x00PAR1")
     one_line_error(run("index", "query", "--index", str(bad), "--aoi", str(GREENLAND), cwd=tmp_path),
-                   f"{bad} is not a readable chunk index")
+                   f"{bad} is not a chunk index")
 
 
 def test_an_index_without_the_parquet_suffix(index, tmp_path):

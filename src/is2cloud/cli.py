@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -141,6 +142,13 @@ def _ephemeral_note(location: str) -> str:
     return ""
 
 
+def _credentials(purpose: str) -> Any:
+    """The credentials the notebooks use (``get_credentials``): ``read`` the archive, ``write`` the outputs."""
+    from is2cloud.credentials import get_credentials
+
+    return get_credentials(purpose)  # type: ignore[arg-type]
+
+
 def _check_output(location: str, *, overwrite: bool, flag: str = "--out") -> None:
     """Fail before any work when ``location`` cannot be written: an existing file without ``--overwrite``,
     a parent that is a file or not writable, an S3 bucket that is missing or refuses writes."""
@@ -168,14 +176,13 @@ def _check_s3_output(url: str, *, overwrite: bool, flag: str) -> None:
     it needs the same permission as a PUT and leaves no object)."""
     from botocore.exceptions import ClientError
 
-    from is2cloud.credentials import get_credentials
     from is2cloud.methods.ranges import split_url
     from is2cloud.settings import get_settings
 
     bucket, key = split_url(url)
     if not key or key.endswith("/"):
         raise UsageError(f"{flag} {url}: give an object URL, s3://bucket/name.parquet")
-    s3 = get_credentials("write").boto3_client("s3")
+    s3 = _credentials("write").boto3_client("s3")
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
@@ -205,14 +212,13 @@ def _check_variables(granule: Any, product: str, variables: list[str]) -> None:
     """Every variable is in the first granule (its HDF5 metadata only), before the granules are read in parallel."""
     import h5py
 
-    from is2cloud.credentials import get_credentials
     from is2cloud.methods import chunkindex
     from is2cloud.methods.baseline import granule_source, open_granule
     from is2cloud.methods.schema import TRACK_IDS
 
     source = granule_source(granule)
     group_name = chunkindex.GROUPS[product]
-    creds = get_credentials("read") if source.url.startswith("s3://") else None
+    creds = _credentials("read") if source.url.startswith("s3://") else None
     with open_granule(source, credentials=creds) as fh, h5py.File(fh, "r") as h5:
         for beam in TRACK_IDS:
             group = h5.get(f"{beam}/{group_name}")
@@ -224,48 +230,57 @@ def _check_variables(granule: Any, product: str, variables: list[str]) -> None:
                 return
 
 
+_INDEX_SUFFIXES = (".parquet", ".geoparquet", ".pq")
+_GRANULE_VERSION = re.compile(r"ATL\d{2}_\d{14}_\d{8}_(\d{3})_\d{2}")
+
+
+def _index_file(location: str) -> Any:  # -> pyarrow.parquet.ParquetFile, or None when there is no file
+    """The chunk index at ``location`` opened as Parquet (footer only), or None when nothing is there."""
+    import pyarrow.parquet as pq
+
+    try:
+        if location.startswith("s3://"):
+            fs = _credentials("write").fresh().pyarrow_fs()
+            return pq.ParquetFile(fs.open_input_file(location.removeprefix("s3://")))
+        return pq.ParquetFile(location) if Path(location).is_file() else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (a thrift or magic-bytes error) is a ValueError
+        raise UsageError(f"{location} is not a chunk index (a Parquet file written by `is2cloud index build`): "
+                         f"{str(exc)[:200]}") from None
+
+
 def _existing_product(location: str) -> str | None:
     """The product of the chunk index at ``location``, or None when there is none yet."""
-    from is2cloud.credentials import get_credentials
+    import json
+
     from is2cloud.methods import chunkindex
 
-    if location.startswith("s3://"):
-        from is2cloud.methods.ranges import ObjectMissingError, head_object, split_url
-
-        creds = get_credentials("write")
-        try:
-            head_object(creds, *split_url(location))
-        except ObjectMissingError:
-            return None
-    elif not Path(location).exists():
+    pf = _index_file(location)
+    if pf is None:
         return None
-    else:
-        creds = None
-    meta, _, _ = chunkindex._open_index(location, creds)
-    return str(meta.get("product"))
+    raw = (pf.schema_arrow.metadata or {}).get(chunkindex.META_KEY.encode())
+    if raw is None:
+        raise UsageError(f"--out {location} exists and is not a chunk index; give another --out, or --overwrite")
+    return str(json.loads(raw).get("product"))
 
 
 def _index_versions(location: str) -> set[str]:
-    """The versions (``006``) of the granules in a chunk index, from its granule column."""
-    from is2cloud.credentials import get_credentials
-    from is2cloud.methods import chunkindex
-
-    creds = get_credentials("write") if location.startswith("s3://") else None
-    _, handle, _ = chunkindex._open_index(location, creds)
-    names = handle.read(columns=["granule"]).column("granule").unique().to_pylist()
-    return {m.group(2) for m in map(chunkindex._GRANULE_RE.search, names) if m}
+    """The versions (``006``) of the granules in the chunk index at ``location``, from its granule column."""
+    pf = _index_file(location)
+    if pf is None:
+        raise UsageError(f"--index {location}: there is no chunk index there (build one with `is2cloud index build`)")
+    names = pf.read(columns=["granule"]).column("granule").unique().to_pylist()
+    return {m.group(1) for m in map(_GRANULE_VERSION.search, names) if m}
 
 
 def _check_index_path(location: str) -> None:
+    """A local ``--index`` is a file whose Parquet footer reads, before any work."""
     if location.startswith("s3://"):
         return
-    path = Path(location)
-    if not path.is_file():
+    if not Path(location).is_file():
         raise UsageError(f"--index {location}: there is no such file (build one with `is2cloud index build`)")
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"PAR1":
-            raise UsageError(f"--index {location} is not a chunk index: a chunk index is a Parquet file written by "
-                             "`is2cloud index build`")
+    _index_file(location)
 
 
 @command("index")
@@ -289,8 +304,8 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise UsageError(f"--version {args.version}: the chunk index {index} holds granules of version "
                              f"{', '.join(sorted(found)) or 'none'}; query an index of version {args.version}")
     source: Any = index
-    if not chunkindex._looks_like_index(index):  # an s3:// index not named .parquet
-        source = chunkindex.read_index(index)
+    if not index.endswith(_INDEX_SUFFIXES):  # subset() takes other names for granules: hand it the index itself
+        source = chunkindex.read_index(index, credentials=_credentials("write") if index.startswith("s3://") else None)
     gdf = chunkindex.subset(source, args.aoi, variables, product=product, temporal=temporal, verify=args.verify)
     summary = gdf.attrs.get("chunkindex", {})
     steps = ", ".join(f"{k} {summary[k]}" for k in ("index", "bbox", "time", "h3", "footprint") if k in summary)
@@ -300,9 +315,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print("note: no rows matched: the AOI is inside the index, but no track of its granules crosses it"
               + ("; the file written holds the columns and no rows" if args.out else ""))
     if args.out:
-        from is2cloud.credentials import get_credentials
-
-        creds = get_credentials("write") if args.out.startswith("s3://") else None
+        creds = _credentials("write") if args.out.startswith("s3://") else None
         written = write_geoparquet(gdf, args.out, credentials=creds)
         WRITTEN.append(written)
         print(f"written to {written}{_ephemeral_note(args.out)}")

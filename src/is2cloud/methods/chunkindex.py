@@ -1431,14 +1431,8 @@ def subset(granules_or_index: Any, aoi: Any, variables: Iterable[str] | None = N
 
 
 def _looks_like_index(obj: Any) -> bool:
-    """A Parquet file by its name, or a local file by its first bytes (an index need not end in .parquet)."""
     if isinstance(obj, (str, os.PathLike)):
-        text = os.fspath(obj)
-        if text.endswith((".parquet", ".geoparquet", ".pq")):
-            return True
-        if "://" not in text and Path(text).is_file():
-            with open(text, "rb") as fh:
-                return fh.read(4) == b"PAR1"
+        return os.fspath(obj).endswith((".parquet", ".geoparquet", ".pq"))
     return False
 
 
