@@ -332,7 +332,7 @@ def test_sidecar_url_and_atomic_write(small, tmp_path, monkeypatch):
 # -- from the local cloud ---------------------------------------------------------------------------------------
 
 
-def test_nested_sidecar_from_the_local_cloud(test_archive, archive_cloud, creds, tmp_path):
+def test_nested_sidecar_from_the_local_cloud(test_archive, archive_cloud, creds):
     """The archive serves each granule's sidecar; a nested sidecar uploaded next to a granule is read by
     DMRPPParser through an obstore S3Store on the local cloud, and gives h5py's values."""
     key = next(k for k in test_archive.keys if "/ATL06/" in k)

@@ -71,6 +71,7 @@ _FILTERS = {h5z.FILTER_DEFLATE: "deflate", h5z.FILTER_SHUFFLE: "shuffle", h5z.FI
 _HIDDEN_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid",
                            "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties"})
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_LITTLE = np.little_endian  # what "=" (native) byte order means here
 
 
 class DmrppError(ValueError):
@@ -253,17 +254,18 @@ class _Walker:
         out: list[str] = []
         scale = h5ds.is_scale(dsid)
         for axis, size in enumerate(ds.shape):
-            names: list[str] = []
+            names: list[tuple[str, int]] = []  # (path, length) of the axis' first scale
             if scale and axis == 0:
-                names.append(path)
+                names.append((path, size))
             elif h5ds.get_num_scales(dsid, axis) > 0:
                 # the scale's path from its address (H5Iget_name searches the file: 2 ms a call)
-                h5ds.iterate(dsid, axis, lambda sid: names.append(self.paths[h5o.get_info(sid).addr]) or 1)
+                h5ds.iterate(dsid, axis, lambda sid: names.append((self.paths[h5o.get_info(sid).addr],
+                                                                   sid.shape[0])) or 1)
             if names:
-                fqn = names[0]
+                fqn, length = names[0]
                 if self.flat:
                     dname = _flat(fqn)
-                    self.flat_dims.setdefault(dname, self.f[fqn].shape[0] if fqn != path else size)
+                    self.flat_dims.setdefault(dname, length)
                     out.append(f'<Dim name="/{_q(dname)}"/>')
                 else:
                     out.append(f'<Dim name="{_q(fqn)}"/>')
@@ -373,8 +375,6 @@ class _Walker:
                     + ["    </Attribute>"])
         return "\n".join(head + body + ["</Dataset>", ""])
 
-
-_LITTLE = np.little_endian
 
 
 def _string_attr(pad: str, name: str, value: str) -> list[str]:
