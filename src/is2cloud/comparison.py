@@ -130,8 +130,16 @@ def query_chart(runs: Sequence[MethodRun]):  # -> holoviews object
     """Per-query wall time of every method, log scale."""
     import hvplot.pandas  # noqa: F401
 
-    return _frame(runs).hvplot.bar(x="method", y="query_s", logy=True, rot=20, xlabel="", ylabel="seconds (log)",
-                                   title=f"One query to GeoParquet ({_label(runs)})", width=720, height=320)
+    frame = _frame(runs)
+    return frame.hvplot.bar(x="method", y="query_s", logy=True, rot=20, xlabel="", ylabel="seconds (log)",
+                            ylim=_log_range(frame["query_s"]), width=720, height=320,
+                            title=f"One query to GeoParquet ({_label(runs)})")
+
+
+def _log_range(values: Any) -> tuple[float, float]:
+    """Axis limits for bars on a log scale (whose base would otherwise be 0)."""
+    v = [float(x) for x in values if x and x > 0]
+    return (min(v) / 3, max(v) * 3) if v else (0.01, 1.0)
 
 
 def bytes_chart(runs: Sequence[MethodRun]):  # -> holoviews object
@@ -171,5 +179,6 @@ def published_chart(scope: str | None = None):  # -> holoviews object
         table = table[table["scope"].str.contains(scope, case=False)]
     table = table.assign(what=table["measurement"] + ": " + table["method"])
     return table.hvplot.barh(x="what", y="value_s", logx=True, xlabel="", ylabel="seconds (log), published",
+                             ylim=_log_range(table["value_s"]),
                              title="Published numbers (real NASA granules; not measured in this build)",
                              width=720, height=40 * len(table) + 120)

@@ -616,7 +616,7 @@ def _atl06p_earthdata(request: Request, *, url: str, organization: str | None) -
 
 
 def atl06p(parms: Mapping[str, Any], resources: Iterable[str] | None = None, *, client: Any = None,
-           cloud: Any = None, progress: bool = True, url: str = PUBLIC_URL,
+           cloud: Any = None, progress: bool | None = None, url: str = PUBLIC_URL,
            organization: str | None = PUBLIC_ORGANIZATION) -> Any:
     """ATL06-SR elevations for ``parms``, as ``sliderule.icesat2.atl06p(parms, resources=resources)`` returns them.
 
