@@ -385,7 +385,7 @@ def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credential
     The source is downloaded to a temporary directory, repacked there (:func:`repack`) and uploaded in
     one PUT or one multipart upload that is aborted on failure, so ``dst_url`` never holds a partial
     object. The copy's S3 metadata records the source (``source-url``, ``source-etag``), so a stale copy
-    can be recognised. ``credentials`` read the source, ``out_credentials`` (default: the same) write
+    can be recognised, and the page size (``page-size``), which a reader needs to size its page buffer. ``credentials`` read the source, ``out_credentials`` (default: the same) write
     the copy. A destination in the read-only archive bucket (``settings.archive_bucket``) is refused
     before any work.
     """
@@ -418,7 +418,7 @@ def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credential
         out = Path(tmp) / "repacked.h5"
         report = repack(local, out, page_size=page_size, chunk_rows=chunk_rows, progress=progress)
         fs = _s3fs(out_credentials, None, dst_url)
-        metadata = {"source-url": src_url, **({"source-etag": etag} if etag else {})}
+        metadata = {"source-url": src_url, **({"source-etag": etag} if etag else {}), "page-size": str(page_size)}
         _upload_atomic(fs, out, bucket, key, dst_url, content_type="application/x-hdf5", metadata=metadata)
     return RepackReport(**{**asdict(report), "src": src_url, "dst": dst_url, "source_etag": etag})
 
