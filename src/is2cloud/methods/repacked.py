@@ -395,6 +395,8 @@ def open_read_group(url: str, credentials: Any, group: str = "gt1l/heights", *, 
     ``"page buffer + blockcache"`` (:func:`open_copy`, ``page_size`` needed).
     """
     name = url.rsplit("/", 1)[-1]
+    if mode not in ("none", "blockcache", "page buffer", "page buffer + blockcache"):
+        raise ValueError(f"mode must be 'none', 'blockcache', 'page buffer' or 'page buffer + blockcache', not {mode!r}")
     if mode.startswith("page buffer"):
         if not page_size:
             raise ValueError(f"{name}: mode {mode!r} needs the copy's page_size")
@@ -404,8 +406,6 @@ def open_read_group(url: str, credentials: Any, group: str = "gt1l/heights", *, 
     fs = credentials.fresh().s3fs()
     size = int(fs.info(url)["size"])
     options = baseline.open_options("blockcache", size) if mode == "blockcache" else {"cache_type": "none"}
-    if mode not in ("none", "blockcache"):
-        raise ValueError(f"mode must be 'none', 'blockcache', 'page buffer' or 'page buffer + blockcache', not {mode!r}")
     with fs.open(url, "rb", size=size, **options) as fh, baseline._h5(fh, baseline.GranuleSource(name, url)) as h5:
         return read_group(h5, group)
 
