@@ -53,7 +53,7 @@ from h5py import h5a, h5d, h5f, h5g, h5o, h5s, h5t
 from is2cloud.progress import Progress
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "MIN_PAGE_SIZE", "LayoutSummary", "RepackError", "RepackReport",
-           "h5repack_command", "layout_summary", "repack", "repack_to_s3", "run_h5repack"]
+           "h5repack_command", "layout_summary", "layout_table", "repack", "repack_to_s3", "run_h5repack"]
 
 DEFAULT_PAGE_SIZE = 8_000_000  # h5cloud's `h5repack -S PAGE -G 8000000`
 MIN_PAGE_SIZE = 4 * 2**10
@@ -507,6 +507,27 @@ class LayoutSummary:
             (f"  scattering  metadata in {self.metadata_extents:,} separate runs; object headers in "
              f"{self.metadata_blocks} of {self.file_blocks} blocks of {self.block_size:,} B"),
         ])
+
+
+def layout_table(summaries: dict[str, LayoutSummary]):  # -> pandas.DataFrame
+    """Layout summaries side by side (one column each, e.g. ``{"original": ..., "copy": ...}``): the rows that
+    differ between a scattered and a paged file."""
+    import pandas as pd
+
+    rows = {
+        "file size (MB)": lambda s: f"{s.file_size / 1e6:,.2f}",
+        "file-space strategy": lambda s: s.strategy + (f", page {s.page_size:,} B" if s.page_size else ""),
+        "free space tracked across opens": lambda s: "yes" if s.persist else "no",
+        "datasets (chunked / compact / contiguous)": lambda s: f"{s.datasets} ({s.chunked} / {s.compact} / {s.contiguous})",
+        "chunks stored": lambda s: f"{s.chunks:,}",
+        "median chunk (bytes stored)": lambda s: f"{s.median_chunk_bytes:,}",
+        "raw data (MB)": lambda s: f"{s.raw_bytes / 1e6:,.2f}",
+        "metadata (MB)": lambda s: f"{s.metadata_bytes / 1e6:,.3f}",
+        "free + other (MB)": lambda s: f"{(s.free_bytes + s.other_bytes) / 1e6:,.2f}",
+        "separate metadata runs": lambda s: f"{s.metadata_extents:,}",
+        "blocks holding object headers": lambda s: f"{s.metadata_blocks} of {s.file_blocks} ({s.block_size:,} B each)",
+    }
+    return pd.DataFrame({name: {row: fn(s) for row, fn in rows.items()} for name, s in summaries.items()})
 
 
 def layout_summary(path_or_file: str | os.PathLike[str] | h5py.File, *, block_size: int | None = None

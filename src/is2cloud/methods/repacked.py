@@ -44,8 +44,9 @@ from is2cloud.repack import DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_si
 from is2cloud.settings import get_settings
 
 __all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "TITLE", "Copy", "MissingCopyError",
-           "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "compare_open_read", "copy_url",
-           "default_location", "open_copy", "open_read_group", "prepare", "read_beam_h5coro", "subset"]
+           "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy", "compare_open_read", "copy_url",
+           "default_location", "open_copy", "open_read_group", "prepare", "read_beam_h5coro", "read_copy", "read_group",
+           "subset"]
 
 NAME = "repacked"
 TITLE = "repacked (paged HDF5)"
@@ -80,7 +81,8 @@ class Copy:
     source_bytes: int = 0
     nbytes: int = 0
     page_size: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # rewriting it (h5py)
+    total_seconds: float = 0.0  # downloading the source, rewriting it, uploading the copy
 
     @property
     def overhead(self) -> float:
@@ -93,7 +95,7 @@ class RepackedCopies:
     """What :func:`prepare` returns (:class:`is2cloud.methods.protocol.Prepared`): the copies below
     ``location``; ``stats``: what preparing read and wrote (``gets``, ``bytes_read``, ``seconds``,
     ``bytes_written``, ``page_size``, ``chunk_rows`` and per granule ``source_bytes``, ``bytes``,
-    ``overhead``, ``seconds``)."""
+    ``overhead``, ``seconds`` (rewriting) and ``total_seconds`` (with the download and the upload))."""
 
     location: str
     copies: tuple[Copy, ...]
@@ -110,6 +112,17 @@ class RepackedCopies:
 
     def __len__(self) -> int:
         return len(self.copies)
+
+    def table(self):  # -> pandas.DataFrame
+        """One row per copy: sizes, overhead, and the seconds spent rewriting it and moving it (the download
+        of the source and the upload of the copy, in the worker that repacked it)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"granule": c.name, "source MB": round(c.source_bytes / 1e6, 2),
+                              "copy MB": round(c.nbytes / 1e6, 2), "overhead": f"{c.overhead:+.0%}",
+                              "rewrite s": round(c.seconds, 2),
+                              "download + upload s": round(c.total_seconds - c.seconds, 2)}
+                             for c in self.copies]).set_index("granule")
 
     def __str__(self) -> str:
         src = sum(c.source_bytes for c in self.copies)
@@ -151,10 +164,12 @@ def copy_url(location: str, source_url: str) -> str:
 
 def _repack_one(source: baseline.GranuleSource, *, location: str, credentials: Any, out_credentials: Any,
                 page_size: int, chunk_rows: int | None) -> Copy:
+    t0 = time.perf_counter()
     report = repack_to_s3(source.url, copy_url(location, source.url), credentials=credentials,
                           out_credentials=out_credentials, page_size=page_size, chunk_rows=chunk_rows, progress=False)
     return Copy(name=source.name, url=report.dst, source_url=source.url, source_etag=report.source_etag or "",
-                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=page_size, seconds=report.seconds)
+                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=page_size, seconds=report.seconds,
+                total_seconds=time.perf_counter() - t0)
 
 
 def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any = None, out_credentials: Any = None,
@@ -191,7 +206,7 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
     stats = {"gets": len(copies), "bytes_read": sum(c.source_bytes for c in copies), "seconds": seconds,
              "bytes_written": sum(c.nbytes for c in copies), "page_size": page_size, "chunk_rows": chunk_rows,
              "per_granule": {c.name: {"source_bytes": c.source_bytes, "bytes": c.nbytes, "overhead": c.overhead,
-                                      "seconds": c.seconds} for c in copies}}
+                                      "seconds": c.seconds, "total_seconds": c.total_seconds} for c in copies}}
     return RepackedCopies(location=location, copies=tuple(copies), stats=stats)
 
 
