@@ -234,7 +234,7 @@ def test_repack_to_s3(test_archive, archive_cloud, creds, tmp_path):
     s3 = creds.boto3_client("s3")
     bucket, key = dst_url[5:].split("/", 1)
     head = s3.head_object(Bucket=bucket, Key=key)
-    assert head["Metadata"] == {"source-url": src_url, "source-etag": obj["etag"]}
+    assert head["Metadata"] == {"source-url": src_url, "source-etag": obj["etag"], "page-size": str(2**20)}
     assert head["ContentLength"] == report.dst_bytes and head["ContentType"] == "application/x-hdf5"
     local = tmp_path / "copy.h5"
     local.write_bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())

@@ -597,3 +597,30 @@ def merge_results(known: Any, new: Any) -> Any:
     redone = set(zip(new["suite"].fillna(""), new["scale"]))
     keep = [(s, sc) not in redone for s, sc in zip(known["suite"].fillna(""), known["scale"])]
     return pd.concat([known[keep], new], ignore_index=True)
+
+
+# -- request by request --------------------------------------------------------------------------------------
+
+
+def ledger_plot(requests: Any, *, title: str = "", width: int = 700, height: int = 320):  # -> holoviews object
+    """Each GET of the ledger as a point: when it started (seconds after the first) against where in the
+    object it read (byte offset, MB), sized by the bytes it moved. ``requests``: a list of ledger rows
+    (:meth:`LocalCloud.ledger`), or ``{label: rows}`` to overlay several reads (one colour each)."""
+    import hvplot.pandas  # noqa: F401 (registers .hvplot)
+    import pandas as pd
+
+    groups = requests if isinstance(requests, dict) else {"GET": requests}
+    rows = []
+    for label, reqs in groups.items():
+        gets = [r for r in reqs if r.verb == "GET" and r.key]
+        t0 = min((r.start_s for r in gets), default=0.0)
+        rows += [{"read": label, "seconds": r.start_s - t0, "offset_MB": (r.range_start or 0) / 1e6,
+                  "MB": r.bytes / 1e6, "duration_s": r.duration_s, "key": r.key.rsplit("/", 1)[-1]} for r in gets]
+    if not rows:
+        raise ValueError("the ledger rows hold no GET of an object: nothing to plot")
+    frame = pd.DataFrame(rows)
+    frame["size"] = 20 + 200 * frame["MB"] / frame["MB"].max()
+    return frame.hvplot.scatter(x="seconds", y="offset_MB", by="read", size="size", alpha=0.6, width=width,
+                                height=height, hover_cols=["key", "MB", "duration_s"],
+                                xlabel="seconds since the first GET", ylabel="byte offset in the object (MB)",
+                                title=title or f"{len(frame)} GETs, one point each")

@@ -53,7 +53,7 @@ from h5py import h5a, h5d, h5f, h5g, h5o, h5s, h5t
 from is2cloud.progress import Progress
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "MIN_PAGE_SIZE", "LayoutSummary", "RepackError", "RepackReport",
-           "h5repack_command", "layout_summary", "repack", "repack_to_s3", "run_h5repack"]
+           "h5repack_command", "layout_summary", "layout_table", "repack", "repack_to_s3", "run_h5repack"]
 
 DEFAULT_PAGE_SIZE = 8_000_000  # h5cloud's `h5repack -S PAGE -G 8000000`
 MIN_PAGE_SIZE = 4 * 2**10
@@ -385,7 +385,7 @@ def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credential
     The source is downloaded to a temporary directory, repacked there (:func:`repack`) and uploaded in
     one PUT or one multipart upload that is aborted on failure, so ``dst_url`` never holds a partial
     object. The copy's S3 metadata records the source (``source-url``, ``source-etag``), so a stale copy
-    can be recognised. ``credentials`` read the source, ``out_credentials`` (default: the same) write
+    can be recognised, and the page size (``page-size``), which a reader needs to size its page buffer. ``credentials`` read the source, ``out_credentials`` (default: the same) write
     the copy. A destination in the read-only archive bucket (``settings.archive_bucket``) is refused
     before any work.
     """
@@ -418,7 +418,7 @@ def repack_to_s3(src_url: str, dst_url: str, *, credentials: Any, out_credential
         out = Path(tmp) / "repacked.h5"
         report = repack(local, out, page_size=page_size, chunk_rows=chunk_rows, progress=progress)
         fs = _s3fs(out_credentials, None, dst_url)
-        metadata = {"source-url": src_url, **({"source-etag": etag} if etag else {})}
+        metadata = {"source-url": src_url, **({"source-etag": etag} if etag else {}), "page-size": str(page_size)}
         _upload_atomic(fs, out, bucket, key, dst_url, content_type="application/x-hdf5", metadata=metadata)
     return RepackReport(**{**asdict(report), "src": src_url, "dst": dst_url, "source_etag": etag})
 
@@ -507,6 +507,27 @@ class LayoutSummary:
             (f"  scattering  metadata in {self.metadata_extents:,} separate runs; object headers in "
              f"{self.metadata_blocks} of {self.file_blocks} blocks of {self.block_size:,} B"),
         ])
+
+
+def layout_table(summaries: dict[str, LayoutSummary]):  # -> pandas.DataFrame
+    """Layout summaries side by side (one column each, e.g. ``{"original": ..., "copy": ...}``): the rows that
+    differ between a scattered and a paged file."""
+    import pandas as pd
+
+    rows = {
+        "file size (MB)": lambda s: f"{s.file_size / 1e6:,.2f}",
+        "file-space strategy": lambda s: s.strategy + (f", page {s.page_size:,} B" if s.page_size else ""),
+        "free space tracked across opens": lambda s: "yes" if s.persist else "no",
+        "datasets (chunked / compact / contiguous)": lambda s: f"{s.datasets} ({s.chunked} / {s.compact} / {s.contiguous})",
+        "chunks stored": lambda s: f"{s.chunks:,}",
+        "median chunk (bytes stored)": lambda s: f"{s.median_chunk_bytes:,}",
+        "raw data (MB)": lambda s: f"{s.raw_bytes / 1e6:,.2f}",
+        "metadata (MB)": lambda s: f"{s.metadata_bytes / 1e6:,.3f}",
+        "free + other (MB)": lambda s: f"{(s.free_bytes + s.other_bytes) / 1e6:,.2f}",
+        "separate metadata runs": lambda s: f"{s.metadata_extents:,}",
+        "blocks holding object headers": lambda s: f"{s.metadata_blocks} of {s.file_blocks} ({s.block_size:,} B each)",
+    }
+    return pd.DataFrame({name: {row: fn(s) for row, fn in rows.items()} for name, s in summaries.items()})
 
 
 def layout_summary(path_or_file: str | os.PathLike[str] | h5py.File, *, block_size: int | None = None

@@ -215,9 +215,11 @@ _TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
 
 
 @contextmanager
-def _h5(fileobj: IO[bytes], source: GranuleSource) -> Iterator[h5py.File]:
+def _h5(fileobj: IO[bytes], source: GranuleSource, **h5_options: Any) -> Iterator[h5py.File]:
+    """``h5py.File(fileobj, "r", **h5_options)``, its errors turned into :class:`GranuleReadError` naming the
+    granule (not HDF5, truncated)."""
     try:
-        h5 = h5py.File(fileobj, "r")
+        h5 = h5py.File(fileobj, "r", **h5_options)
     except OSError as exc:
         text = str(exc)
         m = _TRUNCATED.search(text)

@@ -1,0 +1,533 @@
+"""Repacked copies: cloud-optimized HDF5 (paged aggregation) beside the archive, read through HDF5's page buffer.
+
+>>> copies = prepare(find_granules(aoi, "ATL06"))      # s3://<output bucket>/repacked/<archive key>  # doctest: +SKIP
+>>> gdf = subset(copies, aoi)                           # or subset(copies.location, aoi)           # doctest: +SKIP
+
+**Prepare** (:func:`prepare`). Each granule is repacked with :func:`is2cloud.repack.repack_to_s3`
+(download, rewrite with h5py in file-space pages of ``page_size`` bytes, upload in one atomic PUT or
+multipart upload) into the output bucket under its archive key, below ``out`` (default
+``s3://<settings.output_bucket>/repacked/``). The copy's S3 metadata records the source URL, the
+source's ETag and the page size. Granules fan out with :func:`is2cloud.parallel.map_granules`.
+
+**Subset** (:func:`subset`). Each copy is opened through an s3fs ``blockcache`` whose block is the
+page size, and with h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages): a
+metadata page fetched once serves every object header and chunk index in it. Then the baseline's own
+clipping (:func:`is2cloud.methods.baseline.clip_granule`, whole beams, :meth:`AOI.contains`) and
+assembly give the canonical schema, the same rows as the baseline. Before reading, one HEAD of the
+copy and one of its source check that the source's ETag is still the one the copy was made from: a
+stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
+
+:func:`read_beam_h5coro` reads the same copies with h5coro (SlideRule's reader) instead of h5py;
+:func:`open_read_group` and :func:`compare_open_read` measure opening and reading one group of a
+granule and of its copy (notebook 06, :func:`benchmark`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from is2cloud.aoi import load_aoi
+from is2cloud.catalog import NoGranulesError
+from is2cloud.methods import baseline
+from is2cloud.parallel import map_granules
+from is2cloud.repack import DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
+from is2cloud.settings import get_settings
+
+__all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "TITLE", "Copy", "MissingCopyError",
+           "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy", "compare_open_read", "copy_url",
+           "default_location", "open_copy", "open_read_group", "prepare", "read_beam_h5coro", "read_copy", "read_group",
+           "subset"]
+
+NAME = "repacked"
+TITLE = "repacked (paged HDF5)"
+DESCRIPTION = ("cloud-optimized copies of the granules (h5repack -S PAGE: metadata gathered in pages) in your "
+               "bucket, read whole beams through HDF5's page buffer")
+CHAPTER = "notebooks/06_repack"
+
+PAGE_BUFFER_PAGES = 4  # h5py's page buffer holds this many pages (at least two, or it thrashes)
+ReadMode = Literal["none", "blockcache", "page buffer", "page buffer + blockcache"]
+
+
+class RepackedError(RuntimeError):
+    """A repacked copy cannot be used; the message names the granule and says why."""
+
+
+class StaleCopyError(RepackedError):
+    """The source granule changed (its ETag) after the copy was made: repack it again (:func:`prepare`)."""
+
+
+class MissingCopyError(RepackedError):
+    """The copy of a granule is not where the handle says, or was not made by :func:`prepare`."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One repacked copy: which granule, where, made from which object (URL, ETag, size), and its cost."""
+
+    name: str  # the granule's name (map_granules names work by it)
+    url: str
+    source_url: str = ""
+    source_etag: str = ""
+    source_bytes: int = 0
+    nbytes: int = 0
+    page_size: int = 0
+    seconds: float = 0.0  # rewriting it (h5py)
+    total_seconds: float = 0.0  # downloading the source, rewriting it, uploading the copy
+
+    @property
+    def overhead(self) -> float:
+        """Relative size of the copy against its source (0.25: 25 % larger)."""
+        return self.nbytes / self.source_bytes - 1 if self.source_bytes else float("nan")
+
+
+@dataclass(frozen=True)
+class RepackedCopies:
+    """What :func:`prepare` returns (:class:`is2cloud.methods.protocol.Prepared`): the copies below
+    ``location``; ``stats``: what preparing read and wrote (``gets``, ``bytes_read``, ``seconds``,
+    ``bytes_written``, ``page_size``, ``chunk_rows`` and per granule ``source_bytes``, ``bytes``,
+    ``overhead``, ``seconds`` (rewriting) and ``total_seconds`` (with the download and the upload))."""
+
+    location: str
+    copies: tuple[Copy, ...]
+    stats: dict[str, Any] = field(default_factory=dict, compare=False)
+    method: str = NAME
+
+    @property
+    def granules(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.copies)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.copies)
+
+    def __len__(self) -> int:
+        return len(self.copies)
+
+    def table(self):  # -> pandas.DataFrame
+        """One row per copy: sizes, overhead, and the seconds spent rewriting it and moving it (the download
+        of the source and the upload of the copy, in the worker that repacked it)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"granule": c.name, "source MB": round(c.source_bytes / 1e6, 2),
+                              "copy MB": round(c.nbytes / 1e6, 2), "overhead": f"{c.overhead:+.0%}",
+                              "rewrite s": round(c.seconds, 2),
+                              "download + upload s": round(c.total_seconds - c.seconds, 2)}
+                             for c in self.copies]).set_index("granule")
+
+    def __str__(self) -> str:
+        src = sum(c.source_bytes for c in self.copies)
+        return (f"{len(self.copies)} repacked copies under {self.location}: {self.nbytes / 1e6:,.2f} MB for "
+                f"{src / 1e6:,.2f} MB of granules ({self.nbytes / src - 1 if src else float('nan'):+.0%}), "
+                f"page {self.stats.get('page_size', 0):,} B, made in {self.stats.get('seconds', float('nan')):.1f} s")
+
+
+# -- where the copies go --------------------------------------------------------------------------------
+
+
+def default_location() -> str:
+    """``s3://<settings.output_bucket>/repacked/``."""
+    return f"s3://{get_settings().output_bucket}/{NAME}/"
+
+
+def _check_location(out: Any) -> str:
+    """The prefix the copies go under: an ``s3://bucket/prefix/`` outside the read-only archive bucket."""
+    from is2cloud.geoparquet import OutputPathError
+
+    location = default_location() if out is None else out
+    if not isinstance(location, str) or not location.startswith("s3://") or not location[5:].split("/", 1)[0]:
+        raise ValueError(f"out must be an s3:// prefix in your bucket (e.g. {default_location()!r}), not {out!r}; "
+                         "for a local copy use is2cloud.repack.repack")
+    archive = get_settings().archive_bucket
+    if location[5:].split("/", 1)[0] == archive:
+        raise OutputPathError(f"refusing to write repacked copies under {location}: {archive} is the read-only "
+                              "archive bucket; write them to your own bucket (settings.output_bucket)")
+    return location if location.endswith("/") else location + "/"
+
+
+def copy_url(location: str, source_url: str) -> str:
+    """The copy of ``source_url`` under ``location``: the same key, mirrored (``<location><archive key>``)."""
+    return location.rstrip("/") + "/" + source_url.split("://", 1)[1].split("/", 1)[1]
+
+
+# -- prepare ----------------------------------------------------------------------------------------------
+
+
+def _repack_one(source: baseline.GranuleSource, *, location: str, credentials: Any, out_credentials: Any,
+                page_size: int, chunk_rows: int | None) -> Copy:
+    t0 = time.perf_counter()
+    report = repack_to_s3(source.url, copy_url(location, source.url), credentials=credentials,
+                          out_credentials=out_credentials, page_size=page_size, chunk_rows=chunk_rows, progress=False)
+    return Copy(name=source.name, url=report.dst, source_url=source.url, source_etag=report.source_etag or "",
+                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=page_size, seconds=report.seconds,
+                total_seconds=time.perf_counter() - t0)
+
+
+def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any = None, out_credentials: Any = None,
+            client: Any = None, progress: bool | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+            chunk_rows: int | None = None) -> RepackedCopies:
+    """Write a repacked copy of every granule under ``out`` (default :func:`default_location`).
+
+    ``granules``: ``earthaccess.DataGranule`` records or ``s3://`` URLs. ``page_size``: bytes per file-space
+    page (4 KiB to 64 MiB; default the published 8,000,000); ``chunk_rows``: rechunk the record datasets
+    (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
+    (default ``get_credentials("read")``), ``out_credentials`` write the copies (default
+    ``get_credentials("write")``). The output location and the options are checked before any work; each
+    upload is atomic, so a failed or interrupted granule leaves no object. Raises
+    :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (e.g. not an HDF5 file).
+    """
+    location = _check_location(out)
+    page_size = _check_page_size(page_size)
+    chunk_rows = _check_chunk_rows(chunk_rows)
+    items = [granules] if isinstance(granules, (str, os.PathLike)) or (isinstance(granules, dict)
+                                                                        and "umm" in granules) else list(granules)
+    if not items:
+        raise NoGranulesError("no granules to repack: the list is empty (did the search find nothing?)")
+    sources = [baseline.granule_source(g) for g in items]
+    local = [s.name for s in sources if not s.url.startswith("s3://")]
+    if local:
+        raise ValueError(f"prepare repacks objects in S3; {', '.join(local)} are local files: use "
+                         "is2cloud.repack.repack for those")
+    credentials, out_credentials = _default_credentials(credentials, out_credentials)
+    t0 = time.perf_counter()
+    copies = map_granules(_repack_one, sources, client, progress=progress, label="repack", location=location,
+                          credentials=credentials, out_credentials=out_credentials, page_size=page_size,
+                          chunk_rows=chunk_rows)
+    seconds = time.perf_counter() - t0
+    stats = {"gets": len(copies), "bytes_read": sum(c.source_bytes for c in copies), "seconds": seconds,
+             "bytes_written": sum(c.nbytes for c in copies), "page_size": page_size, "chunk_rows": chunk_rows,
+             "per_granule": {c.name: {"source_bytes": c.source_bytes, "bytes": c.nbytes, "overhead": c.overhead,
+                                      "seconds": c.seconds, "total_seconds": c.total_seconds} for c in copies}}
+    return RepackedCopies(location=location, copies=tuple(copies), stats=stats)
+
+
+def _default_credentials(credentials: Any, out_credentials: Any) -> tuple[Any, Any]:
+    from is2cloud.access import get_credentials
+
+    return (credentials if credentials is not None else get_credentials("read"),
+            out_credentials if out_credentials is not None else get_credentials("write"))
+
+
+# -- reading a copy -----------------------------------------------------------------------------------------
+
+
+def _split(url: str) -> tuple[str, str]:
+    bucket, _, key = url.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def _head(client: Any, url: str) -> dict[str, Any] | None:
+    """``head_object`` of ``url``, or None when there is no such object."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = _split(url)
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            return None
+        raise
+
+
+def check_copy(copy: Copy, *, credentials: Any, out_credentials: Any) -> Copy:
+    """The copy as it is in S3 now (size, page size, source), after checking that it exists, was made by
+    :func:`prepare` and that its source still has the ETag it was made from. Two HEADs."""
+    head = _head(out_credentials.fresh().boto3_client("s3"), copy.url)
+    if head is None:
+        raise MissingCopyError(f"{copy.name}: there is no repacked copy at {copy.url} (run prepare for it)")
+    meta = head.get("Metadata") or {}
+    if not {"source-url", "source-etag", "page-size"} <= set(meta):
+        raise MissingCopyError(f"{copy.name}: {copy.url} was not made by repacked.prepare (its S3 metadata lacks "
+                               "source-url, source-etag or page-size)")
+    source = _head(credentials.fresh().boto3_client("s3"), meta["source-url"])
+    if source is None:
+        raise StaleCopyError(f"{copy.name}: the source of the copy {copy.url}, {meta['source-url']}, no longer exists")
+    etag = str(source["ETag"]).strip('"')
+    if etag != meta["source-etag"]:
+        raise StaleCopyError(f"{copy.name}: the granule changed after it was repacked (its ETag is {etag}, the copy "
+                             f"was made from {meta['source-etag']}); repack it again with repacked.prepare")
+    return Copy(name=copy.name, url=copy.url, source_url=meta["source-url"], source_etag=etag,
+                source_bytes=int(source["ContentLength"]), nbytes=int(head["ContentLength"]),
+                page_size=int(meta["page-size"]), seconds=copy.seconds)
+
+
+@contextmanager
+def open_copy(copy: Copy, credentials: Any, *, mode: ReadMode = "page buffer + blockcache") -> Iterator[h5py.File]:
+    """The copy as an ``h5py.File`` over S3: an s3fs ``blockcache`` of one page per block and a page buffer of
+    :data:`PAGE_BUFFER_PAGES` pages (``mode`` can drop either, to see what each does). ``copy.page_size``
+    and ``copy.nbytes`` must be known (:func:`check_copy`)."""
+    source = baseline.GranuleSource(copy.name, copy.url, copy.nbytes or None)
+    h5_options = {"page_buf_size": PAGE_BUFFER_PAGES * copy.page_size} if mode.startswith("page buffer") else {}
+    cache = ({"cache_type": "blockcache", "block_size": copy.page_size} if mode.endswith("blockcache")
+             else {"cache_type": "none"})
+    fs = credentials.fresh().s3fs()
+    with fs.open(copy.url, "rb", size=copy.nbytes or None, **cache) as fh, baseline._h5(fh, source, **h5_options) as h5:
+        yield h5
+
+
+def _page_buffer_stats(h5: h5py.File) -> dict[str, int]:
+    s = h5.id.get_page_buffering_stats()
+    return {f"{kind}_{what}": int(getattr(getattr(s, kind), what))
+            for kind in ("meta", "raw") for what in ("accesses", "hits", "misses", "evictions", "bypasses")}
+
+
+def read_copy(copy: Copy, *, aoi: Any, variables: Sequence[str], credentials: Any,
+              out_credentials: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The worker: check the copy (:func:`check_copy`), open it (:func:`open_copy`) and clip it with the
+    baseline's :func:`~is2cloud.methods.baseline.clip_granule`; returns the columns and the page buffer's
+    statistics."""
+    copy = check_copy(copy, credentials=credentials, out_credentials=out_credentials)
+    with open_copy(copy, out_credentials) as h5:
+        cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name)
+        return cols, _page_buffer_stats(h5)
+
+
+def _copies(prepared_or_location: Any, out_credentials: Any) -> list[Copy]:
+    """The copies of a :class:`RepackedCopies` handle, or every ``.h5`` object below a location."""
+    if isinstance(prepared_or_location, RepackedCopies):
+        return list(prepared_or_location.copies)
+    if isinstance(prepared_or_location, str) and prepared_or_location.startswith("s3://"):
+        location = prepared_or_location if prepared_or_location.endswith("/") else prepared_or_location + "/"
+        fs = out_credentials.fresh().s3fs()
+        try:
+            keys = sorted(fs.find(location))
+        except FileNotFoundError:
+            keys = []
+        from is2cloud.parallel import granule_name
+
+        copies = [Copy(name=granule_name(k), url=f"s3://{k}") for k in keys if k.endswith((".h5", ".hdf5", ".he5"))]
+        if not copies:
+            raise MissingCopyError(f"there are no repacked copies under {location} (run repacked.prepare first)")
+        return copies
+    raise TypeError(f"subset takes what repacked.prepare returned or its location (an s3:// prefix), not "
+                    f"{type(prepared_or_location).__name__}")
+
+
+def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None = None, *, credentials: Any = None,
+           out_credentials: Any = None, client: Any = None, progress: bool | None = None,
+           on_error: Literal["raise", "skip"] = "raise"):  # -> geopandas.GeoDataFrame
+    """Rows of the repacked copies inside ``aoi`` in the canonical schema: the baseline's rows.
+
+    ``prepared_or_location``: what :func:`prepare` returned, or its location (every copy below it is
+    read). ``variables`` as in :func:`is2cloud.methods.baseline.subset`. ``credentials`` read the sources
+    (one HEAD each, for their ETag); ``out_credentials`` read the copies. Raises
+    :class:`~is2cloud.parallel.GranuleError` naming each granule whose copy is stale (:class:`StaleCopyError`),
+    missing (:class:`MissingCopyError`) or unreadable. ``result.attrs["repacked"]``: the page buffer's
+    statistics summed over the copies (``meta_hits``, ``raw_misses``...), and ``copies``.
+    """
+    area = load_aoi(aoi)
+    variables = baseline.check_variables(baseline.DEFAULT_VARIABLES if variables is None else variables)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    credentials, out_credentials = _default_credentials(credentials, out_credentials)
+    copies = _copies(prepared_or_location, out_credentials)
+    results = map_granules(read_copy, copies, client, on_error=on_error, progress=progress, label="repacked",
+                           aoi=area, variables=variables, credentials=credentials, out_credentials=out_credentials)
+    frame = baseline.assemble([cols for cols, _ in results], variables)
+    totals: dict[str, int] = {}
+    for _, stats in results:
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + v
+    frame.attrs["repacked"] = {"copies": len(results), "page_buffer": totals}
+    if results.skipped:
+        frame.attrs["skipped"] = [{"granule": f.name, "error": f.error_type, "message": f.message}
+                                  for f in results.skipped]
+        warnings.warn(results.report(), stacklevel=2)
+    return frame
+
+
+# -- a second reader: h5coro ----------------------------------------------------------------------------------
+
+_ENV_LOCK = threading.Lock()
+
+
+def read_beam_h5coro(url: str, beam: str = "gt1l", variables: Sequence[str] = baseline.DEFAULT_VARIABLES, *,
+                     group: str = baseline.GROUP, credentials: Any = None) -> dict[str, np.ndarray]:
+    """``{variable: values}`` of ``<beam>/<group>/<variable>`` read from the object ``url`` with h5coro
+    (SlideRule's HDF5 reader), e.g. from a repacked copy. h5coro's S3 driver has no endpoint argument: it
+    gets the endpoint from ``AWS_ENDPOINT_URL``, set here (under a lock, restored afterwards) from
+    ``credentials`` (default ``get_credentials("write")``, the reader of your bucket)."""
+    from h5coro import h5coro, s3driver
+
+    if credentials is None:
+        from is2cloud.access import get_credentials
+
+        credentials = get_credentials("write")
+    credentials = credentials.fresh()
+    bucket, key = _split(url)
+    paths = [f"/{beam}/{group}/{v}" for v in variables]
+    with _ENV_LOCK:
+        saved = {k: os.environ.get(k) for k in credentials.environ()}
+        os.environ.update(credentials.environ())
+        try:
+            reader = h5coro.H5Coro(f"{bucket}/{key}", s3driver.S3Driver, credentials=dict(credentials.h5coro()),
+                                   errorChecking=True)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    try:
+        promise = reader.readDatasets(paths, block=True)
+        out = {}
+        for v, p in zip(variables, paths):
+            values = promise[p]
+            if values is None:
+                raise RepackedError(f"{key.rsplit('/', 1)[-1]}: h5coro could not read {p}")
+            out[v] = np.asarray(values)
+        return out
+    finally:
+        reader.close()
+
+
+# -- opening and reading one group, measured -------------------------------------------------------------------
+
+
+def read_group(h5: h5py.File, group: str) -> dict[str, np.ndarray]:
+    """Every dataset directly in ``group`` (e.g. ``gt1l/heights``), read whole."""
+    if not isinstance(h5.get(group), h5py.Group):
+        raise KeyError(f"{os.path.basename(str(h5.filename))}: there is no group {group}")
+    g = h5[group]
+    return {name: obj[()] for name, obj in g.items() if isinstance(obj, h5py.Dataset)}
+
+
+def open_read_group(url: str, credentials: Any, group: str = "gt1l/heights", *, mode: str = "none",
+                    page_size: int | None = None) -> dict[str, np.ndarray]:
+    """Open the object ``url`` with h5py over s3fs and read ``group`` whole.
+
+    ``mode``: ``"none"`` (no file cache: every read HDF5 makes is one GET), ``"blockcache"`` (earthaccess's
+    block cache: :func:`~is2cloud.methods.baseline.open_options`), or for a paged copy ``"page buffer"`` /
+    ``"page buffer + blockcache"`` (:func:`open_copy`, ``page_size`` needed).
+    """
+    name = url.rsplit("/", 1)[-1]
+    if mode not in ("none", "blockcache", "page buffer", "page buffer + blockcache"):
+        raise ValueError(f"mode must be 'none', 'blockcache', 'page buffer' or 'page buffer + blockcache', not {mode!r}")
+    if mode.startswith("page buffer"):
+        if not page_size:
+            raise ValueError(f"{name}: mode {mode!r} needs the copy's page_size")
+        nbytes = int(credentials.fresh().s3fs().info(url)["size"])
+        with open_copy(Copy(name, url, nbytes=nbytes, page_size=page_size), credentials, mode=mode) as h5:  # type: ignore[arg-type]
+            return read_group(h5, group)
+    fs = credentials.fresh().s3fs()
+    size = int(fs.info(url)["size"])
+    options = baseline.open_options("blockcache", size) if mode == "blockcache" else {"cache_type": "none"}
+    with fs.open(url, "rb", size=size, **options) as fh, baseline._h5(fh, baseline.GranuleSource(name, url)) as h5:
+        return read_group(h5, group)
+
+
+def compare_open_read(original_url: str, copy: str | Copy, *, cloud: Any, credentials: Any, out_credentials: Any,
+                      group: str = "gt1l/heights", page_size: int = DEFAULT_PAGE_SIZE, scale: str | None = None,
+                      results: Any = None, record: bool = True) -> list:  # -> list[bench.Measurement]
+    """Open and read ``group`` of a granule and of its repacked copy, each with the same file object,
+    under the cloud's current network profile: four measurements (original / copy x no file cache /
+    block cache), values checked equal. The copies are read with the page buffer."""
+    from is2cloud.bench import measure
+
+    copy_url_ = copy.url if isinstance(copy, Copy) else copy
+    page_size = copy.page_size if isinstance(copy, Copy) and copy.page_size else page_size
+    runs = [("original, no file cache", original_url, credentials, "none"),
+            ("copy, page buffer, no file cache", copy_url_, out_credentials, "page buffer"),
+            ("original, earthaccess block cache", original_url, credentials, "blockcache"),
+            ("copy, page buffer + page-size block cache", copy_url_, out_credentials, "page buffer + blockcache")]
+    out, values = [], []
+    for label, url, creds, mode in runs:
+        with measure(f"open + read {group}: {label}", method=NAME, cloud=cloud, scale=scale, results=results,
+                     record=record, granules=1, notes=f"{url.rsplit('/', 1)[-1]}; {mode}") as m:
+            got = open_read_group(url, creds, group, mode=mode, page_size=page_size)
+            m.rows = len(next(iter(got.values()))) if got else 0
+        out.append(m)
+        values.append(got)
+    for label, got in zip(runs[1:], values[1:]):
+        if got.keys() != values[0].keys() or any(not np.array_equal(got[k], values[0][k]) for k in got):
+            raise AssertionError(f"{label[0]}: the values of {group} differ from the original's")
+    return out
+
+
+# -- the benchmark -----------------------------------------------------------------------------------------------
+
+
+def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-region", client: Any = None,
+              repeat: int = 1, results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
+    """Measure, in one run at ``scale`` on the Greenland AOI:
+
+    1. opening and reading ``gt1l/heights`` of one ATL03 granule (the archive's ATL03 granules are over
+       Grand Mesa) and of its copy under the ``remote``
+       profile (:func:`compare_open_read`; the issue's target: at least 10x fewer GETs for the copy);
+    2. ``repack (prepare)``: repacked copies of the AOI's ATL06 granules (``profile``);
+    3. ``baseline (tuned) -> GeoParquet`` on the originals and ``repacked -> GeoParquet`` on the copies,
+       each ``repeat`` times, rows checked identical (target: 3x faster at book scale, ``in-region``).
+
+    ``cloud`` must serve the ``scale`` archive; its profile is restored afterwards.
+    """
+    from is2cloud.bench import measure
+    from is2cloud.catalog import find_granules
+    from is2cloud.geoparquet import write_geoparquet
+    from is2cloud.granules.archive import REPO_DATA, publish_archive
+    from is2cloud.methods.identity import assert_same_rows
+
+    scene = baseline.bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
+    area, granules, credentials, limit, client = (scene.area, scene.granules, scene.credentials, scene.limit,
+                                                  scene.client)
+    bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
+    location = f"s3://{bucket}/bench/{NAME}-{scale}/"
+    label = f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules"
+    before = cloud.profile_name
+    out: list[Any] = []
+    frames: dict[str, Any] = {}
+    try:
+        archive = publish_archive(scale, cache_dir=get_settings().cache_dir)
+        atl03 = find_granules(REPO_DATA / "grandmesa.geojson", "ATL03", archive=archive)  # the archive's ATL03
+        if atl03:
+            url = atl03[0].data_links(access="direct")[0]
+            cloud.set_profile(profile)
+            one = prepare([url], out=f"s3://{bucket}/bench/{NAME}-{scale}-atl03/", credentials=credentials,
+                          out_credentials=credentials, client="sync")
+            cloud.set_profile("remote")
+            reads = compare_open_read(url, one.copies[0], cloud=cloud, credentials=credentials,
+                                      out_credentials=credentials, scale=scale, results=results)
+            for orig, cp in ((reads[0], reads[1]), (reads[2], reads[3])):
+                cp.notes += (f"; {orig.gets / cp.gets:.1f}x fewer GETs than the original with the same file object "
+                             f"({orig.gets} against {cp.gets}), {orig.wall_s / cp.wall_s:.1f}x faster")
+            out.extend(reads)
+        cloud.set_profile(profile)
+        with measure("repack (prepare)", method=NAME, cloud=cloud, scale=scale, results=results, notes=label,
+                     granules=len(granules)) as mp:
+            copies = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
+                             client=client)
+        src = sum(c.source_bytes for c in copies.copies)
+        mp.notes = (f"{label}; {mp.wall_s / len(granules):.2f} s per granule; copies {copies.nbytes / 1e6:,.1f} MB "
+                    f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {copies.stats['page_size']:,} B")
+        out.append(mp)
+        for i in range(repeat):
+            run = f"run {i + 1}/{repeat}"
+            with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
+                         results=results, notes=f"{label}; earthaccess blockcache; {run}", granules=len(granules),
+                         physical_bytes=limit.nbytes) as m0:
+                m0.result = gdf = baseline.subset(granules, area, config="tuned", credentials=credentials,
+                                                  client=client)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
+            out.append(m0)
+            frames.setdefault("baseline", gdf)
+            with measure("repacked -> GeoParquet", method=NAME, cloud=cloud, scale=scale, results=results,
+                         notes=f"{label}; {run}", granules=len(granules), physical_bytes=limit.nbytes) as m1:
+                m1.result = gdf = subset(copies, area, credentials=credentials, out_credentials=credentials,
+                                         client=client)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/{NAME}-{scale}.parquet", credentials=credentials)
+            m1.notes = (f"{label}; {run}; {m0.wall_s / m1.wall_s:.1f}x faster than baseline (tuned); "
+                        f"{m1.gets} GETs against {m0.gets}")
+            out.append(m1)
+            frames.setdefault(NAME, gdf)
+    finally:
+        cloud.set_profile(before)
+    assert_same_rows(frames["baseline"], frames[NAME], names=("baseline (tuned)", "repacked"))
+    return out
