@@ -27,13 +27,17 @@ FAKE = {"aws_access_key_id": "ASIAFAKEFAKEFAKE", "aws_secret_access_key": "fake-
 def loopback_only(monkeypatch):
     """Every connection beyond 127.0.0.1 fails (as the instance-metadata address does on many hubs)."""
     real_connect = socket.socket.connect
+    attempts: list[str] = []
 
     def connect(self, address):
         if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"network contacted: {address[0]}")
+            attempts.append(address[0])
+            raise ConnectionRefusedError(f"network contacted: {address[0]}")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+    assert not attempts, f"tried to leave 127.0.0.1: {attempts}"  # also when a client swallowed the error
 
 
 @pytest.fixture

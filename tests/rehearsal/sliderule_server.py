@@ -27,9 +27,13 @@ def alert_record(text: str, code: int = -1, level: int = 4) -> dict[str, Any]:
 
 
 def install(setattr: Callable[[Any, str, Any], None], server: Server, calls: list | None = None) -> None:
+    import importlib
+
     import sliderule
-    import sliderule.sliderule as core
     from sliderule.session import Session
+
+    # the module itself: the package's attribute ``sliderule.sliderule`` is the package (star import)
+    core = importlib.import_module("sliderule.sliderule")
 
     def init(url: str = Session.PUBLIC_DOMAIN, verbose: bool = False, loglevel: int = 20,
              organization: str | None = Session.PUBLIC_CLUSTER, rethrow: bool = False, **kwargs: Any) -> bool:
