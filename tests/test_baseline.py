@@ -304,36 +304,6 @@ def test_bad_granule_types():
         subset([42], GREENLAND, client="sync")
 
 
-# -- earthdata mode, with earthaccess.open standing in for NASA ---------------------------------------------
-
-
-def test_earthdata_mode_opens_with_earthaccess(granules, creds, monkeypatch):
-    from is2cloud import access as credmod
-    from is2cloud import settings
-
-    calls = []
-
-    def fake_open(items, open_kwargs=None, show_progress=None, **_):
-        calls.append(open_kwargs)
-        fs = creds.s3fs()
-        out = []
-        for g in items:
-            url = g.data_links(access="direct")[0]
-            out.append(earthaccess.store.EarthAccessFile(fs.open(url, "rb", **open_kwargs), g))
-        return out
-
-    monkeypatch.setattr(baseline, "get_settings", lambda: settings.override(mode="earthdata"))
-    monkeypatch.setattr(credmod, "get_credentials", lambda purpose="read", cloud=None: creds)
-    monkeypatch.setattr(earthaccess, "open", fake_open)
-    tuned = subset(granules, GREENLAND, config="tuned", client="sync", progress=False)
-    naive = subset(granules, GREENLAND, config="naive", client="sync", progress=False)
-    assert calls == [{"cache_type": "blockcache"}, baseline.s3fs_defaults()]
-    monkeypatch.undo()
-    local = subset(granules, GREENLAND, credentials=creds, client="sync", progress=False)
-    assert_same_rows(local, tuned, names=("local", "earthdata tuned"))
-    assert_same_rows(local, naive, names=("local", "earthdata naive"))
-
-
 # -- the physical limit and the benchmark --------------------------------------------------------------------------
 
 

@@ -387,8 +387,9 @@ def test_earthdata_calls_the_real_client_with_rethrow(earthdata, poly, monkeypat
         calls["init"] = (url, kwargs)
         return True
 
-    def fake_atl06p(parms, resources=None, **kwargs):
+    def fake_atl06p(parms, callbacks=None, resources=None, **kwargs):
         calls["atl06p"] = (parms, resources)
+        callbacks["arrowrec.remote"]({"__rectype": "arrowrec.remote", "url": parms["output"]["path"], "size": 1})
         return parms["output"]["path"]
 
     monkeypatch.setattr(sliderule, "init", fake_init)
@@ -401,7 +402,7 @@ def test_earthdata_calls_the_real_client_with_rethrow(earthdata, poly, monkeypat
     assert calls["init"] == ("slideruleearth.io", {"organization": "sliderule", "rethrow": True})
     sent, resources = calls["atl06p"]
     assert resources == ["ATL03_20190417134751_02950302_006_01.h5"]
-    assert sent["output"]["endpoint"] == "s3.us-west-2.amazonaws.com" and "region" not in sent["output"]
+    assert sent["output"]["endpoint"] == "s3.us-west-2.amazonaws.com" and sent["output"]["region"] == "us-west-2"
     assert sent["output"]["format"] == "geoparquet" and sent["output"]["credentials"] == FAKE
     assert sent["poly"] == poly and sent["maxi"] == 6
 
@@ -423,7 +424,7 @@ def test_earthdata_empty_answer_is_an_error(earthdata, poly, monkeypatch):
     monkeypatch.setattr(sliderule, "init", lambda *a, **k: True)
     monkeypatch.setattr(icesat2, "atl06p", lambda *a, **k: gpd.GeoDataFrame(geometry=[], crs="EPSG:7912"))
     parms = sr.tutorial_parms(poly, output={"path": "s3://b/k.parquet", "credentials": FAKE})
-    with pytest.raises(sr.SlideRuleError, match="no output"):
+    with pytest.raises(sr.SlideRuleError, match="did not confirm writing s3://b/k.parquet"):
         sr.atl06p(parms)
 
 

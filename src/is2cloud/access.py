@@ -6,13 +6,16 @@ both ways.
 
 * local mode: web identity against the embedded STS (``cloud``, or the process-wide local cloud).
 * earthdata mode, ``purpose="read"`` (the NSIDC archive): earthaccess DAAC credentials.
-* earthdata mode, ``purpose="write"`` (your bucket): the CryoCloud role via ``AWS_ROLE_ARN`` and
-  ``AWS_WEB_IDENTITY_TOKEN_FILE``.
+* earthdata mode, ``purpose="write"`` (your bucket): the CryoCloud role (``IS2CLOUD_ROLE_ARN`` or
+  ``AWS_ROLE_ARN``) with the token in ``IS2CLOUD_WEB_IDENTITY_TOKEN_FILE`` or ``AWS_WEB_IDENTITY_TOKEN_FILE``.
+
+In earthdata mode the S3 and STS endpoints are AWS's regional ones unless ``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL_STS`` (or ``AWS_ENDPOINT_URL``) say otherwise (see :mod:`is2cloud.settings`); either
+way every client is handed its endpoint and region explicitly.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from is2cloud.credentials import Credentials, CredentialsError, Purpose, from_earthdata, from_web_identity
@@ -34,9 +37,8 @@ def get_credentials(purpose: Purpose = "read", cloud: Any = None) -> Credentials
         return cloud.credentials()
     if purpose == "read":
         return from_earthdata("NSIDC")
-    role = os.environ.get("AWS_ROLE_ARN")
-    token_file = settings.web_identity_token_file
-    if not role or not token_file:
-        raise CredentialsError("missing CryoCloud credentials: AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE are not set "
-                               "(they are set on the CryoCloud hub)")
-    return from_web_identity(role, token_file, region=settings.region)
+    if not settings.role_arn or not settings.web_identity_token_file:
+        raise CredentialsError("missing CryoCloud credentials: AWS_ROLE_ARN (or IS2CLOUD_ROLE_ARN) and "
+                               "AWS_WEB_IDENTITY_TOKEN_FILE are not set (they are set on the CryoCloud hub)")
+    return from_web_identity(settings.role_arn, settings.web_identity_token_file, sts_endpoint=settings.sts_endpoint,
+                             region=settings.region, endpoint_url=settings.s3_endpoint)

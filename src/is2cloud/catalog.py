@@ -104,8 +104,9 @@ def find_granules(aoi: Any, product: str, version: str = "006", temporal: Tempor
     ``aoi``: anything :func:`is2cloud.aoi.load_aoi` accepts. ``temporal``: ``(start, end)`` (dates,
     datetimes or ISO strings; either may be None) or ``"start,end"``. ``archive`` (local mode): an
     :class:`~is2cloud.granules.archive.Archive` or its directory; default: the ``settings.scale`` preset.
-    ``count`` keeps the first ``count`` granules. Returns ``earthaccess.DataGranule`` objects sorted by
-    name; raises :class:`NoGranulesError` when nothing matches and ValueError on bad input.
+    ``count`` keeps the first ``count`` granules by name, in both modes (CMR is asked for every match, then
+    they are sorted and cut, so ``count`` never depends on CMR's own order). Returns
+    ``earthaccess.DataGranule`` objects sorted by name; raises :class:`NoGranulesError` when nothing matches and ValueError on bad input.
     """
     from is2cloud.settings import get_settings
 
@@ -120,7 +121,7 @@ def find_granules(aoi: Any, product: str, version: str = "006", temporal: Tempor
     if local:
         granules, where = _search_local(area, product, version, start, end, archive, settings)
     else:
-        granules, where = _search_earthdata(area, product, version, start, end, count)
+        granules, where = _search_earthdata(area, product, version, start, end)
     granules = sorted(granules, key=lambda g: g["umm"]["GranuleUR"])
     if not granules:
         raise NoGranulesError(_no_granules_message(area, product, version, start, end, where))
@@ -195,15 +196,13 @@ def _overlaps_time(record: dict[str, Any], start: datetime | None, end: datetime
     return (start is None or finish >= start) and (end is None or begin <= end)
 
 
-def _search_earthdata(area: AOI, product: str, version: str, start: datetime | None, end: datetime | None,
-                      count: int | None) -> tuple[list, str]:
+def _search_earthdata(area: AOI, product: str, version: str, start: datetime | None, end: datetime | None
+                      ) -> tuple[list, str]:
     import earthaccess
 
     kwargs: dict[str, Any] = {"short_name": product, "version": version, "cloud_hosted": True}
     if start is not None or end is not None:
         kwargs["temporal"] = (_fmt(start) if start else None, _fmt(end) if end else None)
-    if count is not None:
-        kwargs["count"] = count
     found: dict[str, Any] = {}
     rings = area.polygons_lonlat()
     for ring in rings:

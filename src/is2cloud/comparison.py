@@ -44,7 +44,7 @@ def run_methods(granules: Sequence[Any], aoi: Any, *, cloud: Any = None, credent
                 notes: str = "") -> list[MethodRun]:
     """Prepare and query every method (default :func:`is2cloud.methods.available`, in book order) on
     ``granules`` and ``aoi``; each query ends with its GeoParquet file under ``out_prefix`` (default
-    ``s3://<output bucket>/comparison``). Raises ``AssertionError`` (from ``assert_same_rows``, saying how)
+    ``s3://<output bucket>/<prefix>/comparison``). Raises ``AssertionError`` (from ``assert_same_rows``, saying how)
     when a method's rows differ from the first method's."""
     from is2cloud.access import get_credentials
     from is2cloud.geoparquet import write_geoparquet
@@ -54,7 +54,7 @@ def run_methods(granules: Sequence[Any], aoi: Any, *, cloud: Any = None, credent
 
     credentials = credentials if credentials is not None else get_credentials("read")
     out_credentials = out_credentials if out_credentials is not None else get_credentials("write")
-    out_prefix = (out_prefix or f"s3://{get_settings().output_bucket}/comparison").rstrip("/")
+    out_prefix = (out_prefix or get_settings().output_url("comparison")).rstrip("/")
     keywords = {"credentials": credentials, "out_credentials": out_credentials, "client": client}
     runs: list[MethodRun] = []
     for method in methods if methods is not None else available():

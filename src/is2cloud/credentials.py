@@ -381,6 +381,7 @@ def from_earthdata(daac: str = "NSIDC") -> Credentials:
         raise CredentialsError(f"the {daac} credentials endpoint returned no credentials (is the login valid?)")
     exp = raw.get("expiration")
     expiration = dt.datetime.fromisoformat(exp).astimezone(UTC) if isinstance(exp, str) else None
+    settings = get_settings()
     return Credentials(raw["accessKeyId"], raw["secretAccessKey"], raw.get("sessionToken"), expiration,
-                       region="us-west-2", endpoint_url=None, source=f"earthaccess DAAC ({daac})",
+                       region=settings.region, endpoint_url=settings.s3_endpoint, source=f"earthaccess DAAC ({daac})",
                        refresher=EarthdataRefresher(daac))

@@ -5,8 +5,8 @@ results in input order. Where the work runs:
 
 * ``client=None``: the current default ``distributed.Client`` if there is one (e.g. a Dask Gateway
   cluster created in the notebook on CryoCloud), else a process-wide ``LocalCluster`` on loopback,
-  sized for this machine (one single-threaded worker process per core: h5py holds a global lock, so
-  threads would serialize), created on first use, reused, and closed at interpreter exit;
+  sized for this machine (one single-threaded worker process per core this process may use, within a
+  container's CPU limit: h5py holds a global lock, so threads would serialize), created on first use, reused, and closed at interpreter exit;
 * any ``distributed.Client``;
 * ``client="sync"``: serially in this process (debugging, tests, tracebacks you can step into).
 
@@ -108,11 +108,11 @@ _local: dict[str, Any] = {}
 
 
 def _default_workers() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores)
+    """The cores this process may use: the smallest of the host's cores, its CPU affinity and the container's
+    CPU limit (cgroup quota; a CryoCloud pod is limited below the node's cores), as ``dask.system.cpu_count``."""
+    from dask.system import cpu_count
+
+    return max(1, cpu_count())
 
 
 def get_client(n_workers: int | None = None):  # -> distributed.Client

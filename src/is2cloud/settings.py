@@ -6,13 +6,17 @@
 | ``IS2CLOUD_PROFILE`` | network model of the local cloud: ``none``, ``in-region``, ``remote`` | ``in-region`` |
 | ``IS2CLOUD_REGION`` | AWS region of the archive | ``us-west-2`` |
 | ``IS2CLOUD_ARCHIVE_BUCKET`` | bucket that holds the granules | ``nsidc-cumulus-prod-protected`` |
-| ``IS2CLOUD_OUTPUT_BUCKET`` | bucket for results (a scratch bucket on CryoCloud) | ``is2cloud-scratch`` locally |
+| ``IS2CLOUD_OUTPUT_BUCKET`` | where results go: ``bucket``, ``bucket/prefix`` or ``s3://bucket/prefix`` | ``is2cloud-scratch`` locally, ``$SCRATCH_BUCKET`` on CryoCloud |
 | ``IS2CLOUD_ENDPOINT`` | endpoint of an already running local cloud (``is2cloud serve``) to reuse | unset |
 | ``IS2CLOUD_CACHE`` | where generated archives are cached | ``<repo>/.cache`` or ``~/.cache/is2cloud`` |
 | ``IS2CLOUD_SCALE`` | data scale used by the notebooks: ``test``, ``book``, ``bench`` | ``book`` |
 | ``IS2CLOUD_SEED`` | seed of the synthetic world (granules, jitter, faults) | ``2018`` |
-| ``IS2CLOUD_ROLE_ARN`` | role assumed with the CryoCloud web identity | the CryoCloud-like local role |
-| ``IS2CLOUD_WEB_IDENTITY_TOKEN_FILE`` | the token file (``AWS_WEB_IDENTITY_TOKEN_FILE`` on CryoCloud) | unset |
+| ``IS2CLOUD_ROLE_ARN`` | role assumed with the CryoCloud web identity | ``AWS_ROLE_ARN``; locally the CryoCloud-like role |
+| ``IS2CLOUD_WEB_IDENTITY_TOKEN_FILE`` | the token file | ``AWS_WEB_IDENTITY_TOKEN_FILE`` (set on CryoCloud) |
+
+Earthdata mode also reads AWS's own endpoint variables, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_STS``
+and ``AWS_ENDPOINT_URL`` (unset on CryoCloud: AWS's regional endpoints are used); local mode ignores them,
+since the embedded cloud is its endpoint.
 """
 
 from __future__ import annotations
@@ -76,10 +80,37 @@ class Settings:
     seed: int
     role_arn: str
     web_identity_token_file: str | None
+    output_prefix: str = ""
+    s3_endpoint: str | None = None  # earthdata mode: None means AWS S3 in ``region``
+    sts_endpoint: str | None = None  # earthdata mode: None means AWS STS in ``region``
 
     @property
     def is_local(self) -> bool:
         return self.mode == "local"
+
+    def output_key(self, name: str) -> str:
+        """The object key of ``name`` under the output prefix (``alice/tutorial-03/x.parquet``)."""
+        name = name.lstrip("/")
+        return f"{self.output_prefix}/{name}" if self.output_prefix else name
+
+    def output_url(self, name: str) -> str:
+        """``s3://<output bucket>/<output prefix>/<name>``: where a notebook writes ``name``."""
+        if not self.output_bucket:
+            raise ValueError("no output bucket is configured: set IS2CLOUD_OUTPUT_BUCKET (or SCRATCH_BUCKET on "
+                             "CryoCloud) to s3://bucket/prefix")
+        return f"s3://{self.output_bucket}/{self.output_key(name)}"
+
+
+def parse_output_location(text: str, variable: str = "IS2CLOUD_OUTPUT_BUCKET") -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``bucket``, ``bucket/prefix`` or ``s3://bucket/prefix/`` (prefix without slashes
+    at either end). CryoCloud's ``SCRATCH_BUCKET`` is ``s3://cryocloud-scratch/<user>``: the prefix is yours."""
+    value = text.strip()
+    if "://" in value and not value.startswith("s3://"):
+        raise ValueError(f"{variable}={text!r} is not an S3 location; give bucket, bucket/prefix or s3://bucket/prefix")
+    bucket, _, prefix = value.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise ValueError(f"{variable}={text!r} names no bucket; give bucket, bucket/prefix or s3://bucket/prefix")
+    return bucket, prefix.strip("/")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -104,11 +135,16 @@ def load_settings() -> Settings:
         raise ValueError(f"IS2CLOUD_SEED={seed_text!r} is not an integer") from None
     if seed < 0:
         raise ValueError(f"IS2CLOUD_SEED={seed_text!r} is negative; give an integer >= 0 (default 2018)")
-    output_bucket = _env("IS2CLOUD_OUTPUT_BUCKET", "is2cloud-scratch" if mode == "local" else None)
-    if output_bucket is None:
-        # On CryoCloud the scratch bucket is announced in SCRATCH_BUCKET (s3://cryocloud-scratch/<user>).
-        scratch = _env("SCRATCH_BUCKET")
-        output_bucket = scratch.removeprefix("s3://").split("/")[0] if scratch else ""
+    output_bucket, output_prefix = "", ""
+    if _env("IS2CLOUD_OUTPUT_BUCKET"):
+        output_bucket, output_prefix = parse_output_location(_env("IS2CLOUD_OUTPUT_BUCKET") or "")
+    elif mode == "local":
+        output_bucket = "is2cloud-scratch"
+    elif _env("SCRATCH_BUCKET"):  # CryoCloud: s3://cryocloud-scratch/<user>, shared by every user of the hub
+        output_bucket, output_prefix = parse_output_location(_env("SCRATCH_BUCKET") or "", "SCRATCH_BUCKET")
+    # the role: yours (CryoCloud sets AWS_ROLE_ARN) in earthdata mode, the embedded cloud's CryoCloud-like one locally
+    role_arn = _env("IS2CLOUD_ROLE_ARN") or (
+        "arn:aws:iam::123456789012:role/cryocloud-s3-reader" if mode == "local" else _env("AWS_ROLE_ARN")) or ""
     return Settings(
         mode=mode,  # type: ignore[arg-type]
         profile=profile,
@@ -119,8 +155,11 @@ def load_settings() -> Settings:
         cache_dir=Path(_env("IS2CLOUD_CACHE") or _default_cache()),
         scale=scale,
         seed=seed,
-        role_arn=_env("IS2CLOUD_ROLE_ARN", "arn:aws:iam::123456789012:role/cryocloud-s3-reader") or "",
+        role_arn=role_arn,
         web_identity_token_file=_env("IS2CLOUD_WEB_IDENTITY_TOKEN_FILE", _env("AWS_WEB_IDENTITY_TOKEN_FILE")),
+        output_prefix=output_prefix,
+        s3_endpoint=None if mode == "local" else _env("AWS_ENDPOINT_URL_S3", _env("AWS_ENDPOINT_URL")),
+        sts_endpoint=None if mode == "local" else _env("AWS_ENDPOINT_URL_STS", _env("AWS_ENDPOINT_URL")),
     )
 
 

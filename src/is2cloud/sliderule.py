@@ -11,6 +11,9 @@
   ``sliderule.icesat2.atl06p``: SlideRule's servers search CMR, process the ATL03 granules in AWS and
   write the output. With ``rethrow=True`` an unreachable or failing server raises (:class:`SlideRuleError`)
   instead of returning an empty frame, which is what the client does by default (spec/atl06sr.md §3.6).
+  With S3 output the server confirms its upload with an ``arrowrec.remote`` record; a failed PUT is only an
+  alert, which the client logs, and the client returns ``output["path"]`` either way. So the record is
+  caught with a callback, and without it :class:`SlideRuleError` is raised, quoting the server's alerts.
 * **local mode**: the same request, answered by the book's own implementation of SlideRule's algorithm
   (:mod:`is2cloud.atl06sr`) over the ATL03 granules the local catalog finds for ``poly`` (and ``t0``/``t1``,
   ``rgt``, ``cycle``, ``region``), read from the embedded S3 server, one Dask task per granule
@@ -282,7 +285,13 @@ def check_request(parms: Mapping[str, Any], resources: Iterable[str] | None = No
         out = {k: v for k, v in dict(parms["output"]).items() if k != "region"}
         out.update(format=output.format, open_on_complete=output.open_on_complete)
         out.pop("as_geo", None)
-        if output.endpoint:
+        if output.is_s3:
+            # Servers from v5.0.7 (those of the pinned client) read ``endpoint``; older ones read ``region``;
+            # each ignores the key it does not know, so both are sent.
+            endpoint = output.endpoint or f"s3.{get_settings().region}.amazonaws.com"
+            out["endpoint"] = endpoint
+            out["region"] = _region_of(endpoint) or get_settings().region
+        elif output.endpoint:
             out["endpoint"] = output.endpoint
         if output.credentials is not None:
             out["credentials"] = dict(output.credentials)
@@ -293,6 +302,16 @@ def check_request(parms: Mapping[str, Any], resources: Iterable[str] | None = No
     return Request(parms=clean, aoi=area, output=output, resources=names, temporal=temporal,
                    rgt=_int_filter(parms, "rgt", 1, 1387), cycle=_int_filter(parms, "cycle", 1, 255),
                    region=_int_filter(parms, "region", 1, 14))
+
+
+def _region_of(endpoint: str) -> str | None:
+    """The AWS region named by an S3 endpoint (``s3.us-west-2.amazonaws.com`` -> ``us-west-2``), as the server
+    parses it; None for any other endpoint."""
+    host = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}").hostname or ""
+    parts = host.split(".")
+    if len(parts) == 4 and parts[0] == "s3" and host.endswith(".amazonaws.com"):
+        return parts[1]
+    return None
 
 
 def safe_parms(parms: Mapping[str, Any]) -> dict[str, Any]:
@@ -598,18 +617,58 @@ def _atl06p_earthdata(request: Request, *, url: str, organization: str | None) -
     secrets = list((request.output.credentials or {}).values()) if request.output else []
     resources = list(request.resources) if request.resources is not None else None
     where = f"SlideRule at {organization + '.' if organization else ''}{url}"
+    records = _ServerRecords(secrets)
     try:
         sliderule.init(url, organization=organization, rethrow=True)
-        result = icesat2.atl06p(request.parms, resources=resources)
+        result = icesat2.atl06p(request.parms, callbacks=records.callbacks(), resources=resources)
     except Exception as exc:  # noqa: BLE001 - FatalError (unreachable, HTTP error) and whatever else the client raises
         reason = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, secrets)
         raise SlideRuleError(f"{where} could not process the request: {reason}") from None
-    if request.output is not None:
-        if result is None or (hasattr(result, "empty") and result.empty and not request.output.open_on_complete):
-            raise SlideRuleError(f"{where} returned no output file for {request.output.path} (see the client's log)")
+    spec = request.output
+    if spec is not None and spec.is_s3:
+        uploaded = records.uploaded(spec.path)
+        if uploaded is None:
+            alerts = "; ".join(records.alerts) or "no alert either"
+            raise SlideRuleError(f"{where} did not confirm writing {spec.path} (no arrowrec.remote record): the "
+                                 f"upload failed or never happened, so the object there, if any, is not this "
+                                 f"result. Server alerts: {alerts}")
+        if not spec.open_on_complete:
+            return uploaded
+    if spec is not None:
+        if result is None or (hasattr(result, "empty") and result.empty and not spec.open_on_complete):
+            raise SlideRuleError(f"{where} returned no output file for {spec.path} (see the client's log)")
     elif result is None:
         raise SlideRuleError(f"{where} returned nothing")
     return result
+
+
+class _ServerRecords:
+    """Callbacks for the client's record stream: the ``arrowrec.remote`` records (the server's confirmation
+    that it wrote an object to S3) and the alerts (``exceptrec``), which are still logged as the client does."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.remote: list[dict[str, Any]] = []
+        self.alerts: list[str] = []
+        self._secrets = list(secrets)
+
+    def callbacks(self) -> dict[str, Any]:
+        return {"arrowrec.remote": self._on_remote, "exceptrec": self._on_alert}
+
+    def _on_remote(self, rec: Mapping[str, Any], session: Any = None) -> None:
+        self.remote.append({"url": str(rec.get("url", "")), "size": rec.get("size")})
+
+    def _on_alert(self, rec: Mapping[str, Any], session: Any = None) -> None:
+        text = _scrub(str(rec.get("text", "")), self._secrets)
+        level = int(rec.get("level", 3) or 0)  # as the client's Session.eventlogger: 0 debug .. 4 critical
+        self.alerts.append(text)
+        log.log((logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)[min(max(level, 0), 3)],
+                "SlideRule alert <%s>: %s", rec.get("code", "?"), text)
+
+    def uploaded(self, path: str) -> str | None:
+        """The URL the server confirmed writing (``path``, or the server's own name for it, e.g. with an
+        ``asset``); None when it confirmed nothing."""
+        urls = [r["url"] for r in self.remote]
+        return path if path in urls else (urls[0] if urls else None)
 
 
 # -- the call --------------------------------------------------------------------------------------

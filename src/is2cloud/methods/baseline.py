@@ -6,8 +6,9 @@
 The method protocol (:mod:`is2cloud.methods.protocol`): there is nothing to prepare (:func:`prepare`
 returns None), and :func:`subset` takes the granules themselves.
 
-For every granule: open the object as a file (``earthaccess.open`` in earthdata mode; an s3fs file
-with the same open options against the embedded cloud in local mode), open it with h5py, read the
+For every granule: open the object as a file the way ``earthaccess.open`` does in AWS (an s3fs file with
+earthaccess's open options, from the DAAC's temporary S3 credentials in earthdata mode, from the embedded
+cloud's in local mode), open it with h5py, read the
 whole of each beam's ``gtx/land_ice_segments`` variables and ``/orbit_info``, keep the rows inside the
 AOI (:meth:`is2cloud.aoi.AOI.contains`, boundary points inside) and return the canonical schema
 (:mod:`is2cloud.methods.schema`). Granules fan out with :func:`is2cloud.parallel.map_granules`; the
@@ -65,7 +66,7 @@ __all__ = ["CHAPTER", "CONFIGS", "DEFAULT_VARIABLES", "DESCRIPTION", "NAME", "PR
 
 NAME = "baseline"
 TITLE = "baseline (earthaccess)"
-DESCRIPTION = "open each granule as a file (earthaccess.open), read whole beams with h5py, clip to the AOI"
+DESCRIPTION = "open each granule as a file (as earthaccess.open does), read whole beams with h5py, clip to the AOI"
 CHAPTER = "notebooks/03_baseline_earthaccess"
 
 Config = Literal["readahead", "blockcache", "naive", "tuned"]
@@ -130,14 +131,12 @@ def _check_config(config: Any) -> Config:
 @dataclass(frozen=True)
 class GranuleSource:
     """One granule to read: its name, its URL (``s3://bucket/key``) or local path, and what the catalog
-    says about it (size in bytes, MD5), when known. ``fileobj`` carries a file already opened by
-    ``earthaccess.open`` (earthdata mode)."""
+    says about it (size in bytes, MD5), when known."""
 
     name: str
     url: str
     size: int | None = None
     md5: str | None = None
-    fileobj: Any = None
 
 
 def granule_source(granule: Any) -> GranuleSource:
@@ -156,15 +155,23 @@ def granule_source(granule: Any) -> GranuleSource:
         if not links:
             raise GranuleReadError(f"{name}: the granule record has no direct-access (s3://) link")
         h5 = [u for u in links if u.endswith((".h5", ".hdf5", ".he5"))]
-        size = md5 = None
-        for info in granule["umm"].get("DataGranule", {}).get("ArchiveAndDistributionInformation", []) or []:
-            if info.get("SizeInBytes") is not None and size is None:
-                size = int(info["SizeInBytes"])
-                checksum = info.get("Checksum") or {}
-                md5 = checksum.get("Value") if str(checksum.get("Algorithm", "")).upper() == "MD5" else None
-        return GranuleSource(name, (h5 or links)[0], size, md5)
+        url = (h5 or links)[0]
+        size, md5 = _archive_info(granule["umm"], url.rsplit("/", 1)[-1])
+        return GranuleSource(name, url, size, md5)
     raise TypeError(f"cannot read a granule given as {type(granule).__name__}; give an earthaccess.DataGranule, "
                     "an s3:// URL or a local path")
+
+
+def _archive_info(umm: dict[str, Any], filename: str) -> tuple[int | None, str | None]:
+    """Size and MD5 of ``filename`` from the record's ``ArchiveAndDistributionInformation``: the entry *named*
+    like the file (NSIDC records also list the metadata files, in any order); (None, None) when none is."""
+    for info in umm.get("DataGranule", {}).get("ArchiveAndDistributionInformation", []) or []:
+        if info.get("Name") != filename or info.get("SizeInBytes") is None:
+            continue
+        checksum = info.get("Checksum") or {}
+        md5 = checksum.get("Value") if str(checksum.get("Algorithm", "")).upper() == "MD5" else None
+        return int(info["SizeInBytes"]), md5
+    return None, None
 
 
 @contextmanager
@@ -173,12 +180,9 @@ def open_granule(source: GranuleSource, config: Config = "blockcache", credentia
 
     An ``s3://`` URL: an s3fs filesystem from ``credentials``, one HEAD for the object size (as
     earthaccess does, to choose the block size), then ``fs.open(url, **open_options(config, size))``.
-    A local path: a plain file. A source that carries a file object: that file. Raises
-    :class:`GranuleReadError` when the object is missing, unreadable, or not the size the catalog says.
+    A local path: a plain file. Raises :class:`GranuleReadError` when the object is missing, unreadable,
+    or not the size the catalog says.
     """
-    if source.fileobj is not None:
-        yield source.fileobj
-        return
     if not source.url.startswith("s3://"):
         try:
             fh = open(source.url, "rb")  # noqa: SIM115 (closed by the with below)
@@ -346,26 +350,6 @@ def _check_footprints(area: AOI, granules: Sequence[Any]) -> None:
                   "the subset will be empty", stacklevel=3)
 
 
-def _earthaccess_sources(granules: Sequence[Any], sources: list[GranuleSource], config: Config) -> list[GranuleSource]:
-    """earthdata mode: ``earthaccess.open`` the granules (logged in by ``get_credentials``) with the
-    configuration's open options, and carry the file objects to the workers (they pickle)."""
-    import earthaccess
-
-    from is2cloud.access import get_credentials
-
-    get_credentials("read")  # logs in with the environment or netrc strategy; never prompts
-    # tuned: earthaccess chooses the block size from each object's size itself
-    open_kwargs = {"cache_type": "blockcache"} if config == "blockcache" else s3fs_defaults()
-    files = earthaccess.open(list(granules), open_kwargs=open_kwargs, show_progress=False)
-    by_path = {"s3://" + str(f.path).removeprefix("s3://"): f for f in files}
-    out = []
-    for src in sources:
-        if src.url not in by_path:
-            raise GranuleReadError(f"{src.name}: earthaccess.open returned no file for {src.url}")
-        out.append(GranuleSource(src.name, src.url, src.size, src.md5, by_path[src.url]))
-    return out
-
-
 def prepare(granules: Iterable[Any], *, out: Any = None, credentials: Any = None, out_credentials: Any = None,
             client: Any = None, progress: bool | None = None) -> None:
     """Nothing to prepare: the baseline reads the granules as they are. Returns None (the protocol's
@@ -384,8 +368,8 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] | None = 
     ``variables``: below ``gtx/land_ice_segments`` (default: the canonical ones, which are required);
     extras become extra columns after ``geometry``. ``config``: ``"blockcache"`` (tuned, the default) or
     ``"readahead"`` (naive); see the module docstring.
-    ``credentials``: a :class:`~is2cloud.credentials.Credentials`; default: ``get_credentials("read")``
-    (in earthdata mode the files are opened with ``earthaccess.open`` instead). ``out_credentials``:
+    ``credentials``: a :class:`~is2cloud.credentials.Credentials`; default: ``get_credentials("read")`` (in
+    earthdata mode NSIDC's temporary S3 credentials). ``out_credentials``:
     unused (the baseline stores nothing). ``client``: see :func:`~is2cloud.parallel.map_granules`
     (``"sync"`` runs here, serially). ``progress``: see :mod:`is2cloud.progress`.
     ``on_error="skip"`` skips granules that cannot be read; they are listed in
@@ -405,14 +389,12 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] | None = 
                               "find nothing?)")
     _check_footprints(area, items)
     sources = [granule_source(g) for g in items]
-    remote = any(s.url.startswith("s3://") for s in sources)
-    if remote and credentials is None:
-        if get_settings().mode == "earthdata" and all(isinstance(g, dict) for g in items):
-            sources = _earthaccess_sources(items, sources, config)
-        else:
-            from is2cloud.access import get_credentials
+    if credentials is None and any(s.url.startswith("s3://") for s in sources):
+        from is2cloud.access import get_credentials
 
-            credentials = get_credentials("read")
+        # earthdata mode: the DAAC's temporary S3 credentials, not earthaccess.open, which decides between S3
+        # and HTTPS by asking the instance-metadata service for the region (often blocked on JupyterHubs)
+        credentials = get_credentials("read")
     results = map_granules(read_granule, sources, client, on_error=on_error, progress=progress,
                            label=f"baseline ({PROSE[config]})", aoi=area, variables=variables, config=config,
                            credentials=credentials)

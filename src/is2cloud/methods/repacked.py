@@ -136,7 +136,7 @@ class RepackedCopies:
 
 def default_location() -> str:
     """``s3://<settings.output_bucket>/repacked/``."""
-    return f"s3://{get_settings().output_bucket}/{NAME}/"
+    return get_settings().output_url(f"{NAME}/")
 
 
 def _check_location(out: Any) -> str:

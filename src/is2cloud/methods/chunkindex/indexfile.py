@@ -31,13 +31,17 @@ META_KEY = "is2cloud_chunk_index"
 
 
 def default_index_url(product: str = "ATL06", version: str = "006", bucket: str | None = None) -> str:
-    """Where the book keeps the chunk index of a collection: ``s3://<output bucket>/chunk-index/<P>_<V>.parquet``."""
+    """Where the book keeps the chunk index of a collection: ``chunk-index/<P>_<V>.parquet`` under the output
+    location (``s3://<output bucket>/<output prefix>/``), or at the root of ``bucket`` when one is given."""
     from is2cloud.settings import get_settings
 
-    bucket = bucket or get_settings().output_bucket
-    if not bucket:
+    name = f"chunk-index/{product.upper()}_{version}.parquet"
+    if bucket:
+        return f"s3://{bucket}/{name}"
+    settings = get_settings()
+    if not settings.output_bucket:
         raise ChunkIndexError("no output bucket is configured (IS2CLOUD_OUTPUT_BUCKET) for the chunk index")
-    return f"s3://{bucket}/chunk-index/{product.upper()}_{version}.parquet"
+    return settings.output_url(name)
 
 
 @dataclass
