@@ -74,11 +74,17 @@ def _array(group: Any, path: str, granule: str) -> Any:
     raise MissingVariableError(f"{granule}: the variable /{path} is missing from the store")
 
 
-def _read(arr: Any, sel: Any, granule: str) -> np.ndarray:
+async def _aread(arr: Any, sel: Any, granule: str) -> np.ndarray:
     try:
-        return np.asarray(arr[sel])
+        return np.asarray(await arr._async_array.getitem(sel))
     except (OSError, ValueError, RuntimeError) as exc:
         raise GranuleReadError(f"{granule}: cannot read {arr.path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read(arr: Any, sel: Any, granule: str) -> np.ndarray:
+    from zarr.core.sync import sync
+
+    return sync(_aread(arr, sel, granule))
 
 
 def read_scalars(group: Any, *, granule: str) -> dict[str, Any]:
@@ -105,14 +111,56 @@ def chunk_runs(rows: np.ndarray, chunk: int, n: int) -> list[tuple[int, int]]:
     return [(int(run[0]) * chunk, min(int(run[-1] + 1) * chunk, n)) for run in np.split(idx, breaks)]
 
 
-def read_rows(arr: Any, rows: np.ndarray, *, granule: str) -> np.ndarray:
-    """``arr[rows]`` read by chunk-aligned ranges (:func:`chunk_runs`): only the chunks holding ``rows``."""
-    n = arr.shape[0]
+async def _aread_rows(arr: Any, rows: np.ndarray, granule: str) -> np.ndarray:
+    import asyncio
+
+    runs = chunk_runs(rows, arr.chunks[0], arr.shape[0])
     out = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
-    for start, stop in chunk_runs(rows, arr.chunks[0], n):
+    pieces = await asyncio.gather(*(_aread(arr, slice(a, b), granule) for a, b in runs))
+    for (start, stop), piece in zip(runs, pieces):
         lo, hi = np.searchsorted(rows, [start, stop])
-        out[lo:hi] = _read(arr, slice(start, stop), granule)[rows[lo:hi] - start]
+        out[lo:hi] = piece[rows[lo:hi] - start]
     return out
+
+
+def read_rows(arr: Any, rows: np.ndarray, *, granule: str) -> np.ndarray:
+    """``arr[rows]`` read by chunk-aligned ranges (:func:`chunk_runs`, fetched concurrently): only the
+    chunks holding ``rows`` (sorted row indices)."""
+    from zarr.core.sync import sync
+
+    return sync(_aread_rows(arr, np.asarray(rows), granule))
+
+
+def _open_beam(group: Any, beam: str, variables: Sequence[str], granule: str) -> dict[str, Any] | None:
+    """A beam's arrays (opened here, outside Zarr's event loop), or None when it has no segments group."""
+    path = f"{beam}/{GROUP}"
+    try:
+        group[path]
+    except KeyError:
+        return None
+    arrays = {v: _array(group, f"{path}/{v}", granule) for v in variables}
+    n = arrays["latitude"].shape[0]
+    for v, arr in arrays.items():
+        if len(arr.shape) != 1 or arr.shape[0] != n:
+            raise GranuleReadError(f"{granule}: {path}/{v} has shape {arr.shape}, expected ({n},)")
+    return arrays
+
+
+async def _abeam(arrays: dict[str, Any] | None, aoi: AOI, granule: str
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """One beam: its coordinates whole, then the AOI rows of the other variables, all concurrently."""
+    import asyncio
+
+    if arrays is None:
+        return None
+    lat, lon = await asyncio.gather(_aread(arrays["latitude"], slice(None), granule),
+                                    _aread(arrays["longitude"], slice(None), granule))
+    rows = np.flatnonzero(aoi.contains(lon, lat))
+    if not len(rows):
+        return None
+    others = [v for v in arrays if v not in ("latitude", "longitude")]
+    got = await asyncio.gather(*(_aread_rows(arrays[v], rows, granule) for v in others))
+    return rows, {"latitude": lat[rows], "longitude": lon[rows], **dict(zip(others, got))}
 
 
 def read_granule_group(group: Any, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES, *,
@@ -121,53 +169,39 @@ def read_granule_group(group: Any, aoi: AOI, variables: Sequence[str] = DEFAULT_
     :func:`is2cloud.methods.baseline.clip_granule` (``{}`` when no row is inside). ``variables`` are
     below ``gtx/land_ice_segments`` and include the canonical ones
     (:func:`is2cloud.methods.baseline.check_variables`). Beams without ``land_ice_segments`` give no rows.
-    Raises :class:`MissingVariableError`, :class:`CompactVariableError` or
-    :class:`~is2cloud.methods.baseline.GranuleReadError`, each naming the granule and the variable."""
+    The beams are read concurrently (Zarr's asynchronous API). Raises :class:`MissingVariableError`,
+    :class:`CompactVariableError` or :class:`~is2cloud.methods.baseline.GranuleReadError`, each naming
+    the granule and the variable."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
     from is2cloud.methods.baseline import _column
+
+    beams = [_open_beam(group, b, variables, granule) for b in TRACK_IDS]
+
+    async def main() -> list[Any]:
+        return list(await asyncio.gather(*(_abeam(arrays, aoi, granule) for arrays in beams)))
 
     parts: list[dict[str, np.ndarray]] = []
     scalars: dict[str, Any] | None = None
-    for beam in TRACK_IDS:
-        path = f"{beam}/{GROUP}"
-        try:
-            group[path]
-        except KeyError:
+    for beam, got in zip(TRACK_IDS, sync(main())):
+        if got is None:
             continue
-        arrays = {v: _array(group, f"{path}/{v}", granule) for v in variables}
-        n = arrays["latitude"].shape[0]
-        for v, arr in arrays.items():
-            if len(arr.shape) != 1 or arr.shape[0] != n:
-                raise GranuleReadError(f"{granule}: {path}/{v} has shape {arr.shape}, expected ({n},)")
-        lat = _read(arrays["latitude"], slice(None), granule)
-        lon = _read(arrays["longitude"], slice(None), granule)
-        rows = np.flatnonzero(aoi.contains(lon, lat))
+        rows, values = got
         k = len(rows)
-        if not k:
-            continue
-        values = {"latitude": lat[rows], "longitude": lon[rows]}
-        for v, arr in arrays.items():
-            if v not in values:
-                values[v] = read_rows(arr, rows, granule=granule)
         if scalars is None:
             scalars = read_scalars(group, granule=granule)
-        cols = {_column(v): a for v, a in values.items() if v != "delta_time"}
+        cols = {_column(v): values[v] for v in variables if v != "delta_time"}
         cols["time"] = atlas_time_ns(values["delta_time"], float(scalars["atlas_sdp_gps_epoch"]))
         cols["track_id"] = np.repeat(np.array([beam], dtype=object), k)
         cols["rgt"] = np.repeat(scalars["rgt"], k)
         cols["cycle"] = np.repeat(scalars["cycle_number"], k)
         cols["granule"] = np.repeat(np.array([granule], dtype=object), k)
-        parts.append({c: cols[c] for c in _order(cols, variables)})
+        parts.append(cols)
     if not parts:
         return {}
     return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-
-
-def _order(cols: Mapping[str, Any], variables: Sequence[str]) -> list[str]:
-    """The column order of :func:`~is2cloud.methods.baseline.clip_granule` (its dicts are concatenated)."""
-    from is2cloud.methods.baseline import _column
-
-    first = [_column(v) for v in variables if v != "delta_time"]
-    return [*first, *(c for c in cols if c not in first)]
 
 
 def read_granules(open_group: Any, names: Sequence[str], aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES, *,
