@@ -10,7 +10,6 @@ older than a granule it covers is an error naming the granule, never rows from a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -111,22 +110,18 @@ def check_fresh(credentials: Any, records: Iterable[GranuleRecord], what: str,
 
 
 def check_coverage(area: AOI, records: Sequence[GranuleRecord], what: str,
-                   error: Callable[[str], Exception]) -> None:
-    """``error`` when every granule has a recorded footprint and the AOI meets none of them (an AOI
-    outside what the artefact covers). Granules without a footprint (given as URLs) are always read."""
+                   error: Callable[[str], Exception]) -> list[GranuleRecord]:
+    """The records whose footprint meets the AOI, or that have none (granules given as URLs: always
+    read); ``error`` when every granule has a footprint and the AOI meets none (outside the artefact)."""
     import shapely
 
     from is2cloud.catalog import _aoi_shapes
 
-    if not records or any(r.footprint is None for r in records):
-        return
     shapes = _aoi_shapes(area)
-    if any(shapely.from_wkt(r.footprint).intersects(s) for r in records for s in shapes):
-        return
+    meets = [r for r in records
+             if r.footprint is None or any(shapely.from_wkt(r.footprint).intersects(s) for s in shapes)]
+    if meets or not records:
+        return meets
     w, s, e, n = area.bounds
     raise error(f"the AOI {area.name!r} (W {w:.4f}, S {s:.4f}, E {e:.4f}, N {n:.4f}) lies outside the {what}: "
                 f"it meets none of the footprints of its {len(records)} granules")
-
-
-def dumps(records: Iterable[GranuleRecord]) -> str:
-    return json.dumps([r.to_dict() for r in records])

@@ -291,8 +291,7 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     records = [GranuleRecord.from_dict(e) for e in entries.values()]
     what = f"kerchunk references at {location}"
     check_fresh(credentials, records, what, StaleReferencesError)
-    check_coverage(area, records, what, OutsideReferencesError)
-    names = sorted(entries)
+    names = sorted(r.name for r in check_coverage(area, records, what, OutsideReferencesError))
     parts = read_granules(lambda n: _open_refs(location, entries[n], credentials=credentials,
                                                out_credentials=out_credentials),
                           names, area, variables, client=client, progress=progress, label="kerchunk")

@@ -206,8 +206,7 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     if missing:
         raise StaleStoreError(f"{', '.join(missing)}: not in the {what} any more (prepared again without it?)")
     check_fresh(credentials, records.values(), what, StaleStoreError)
-    check_coverage(area, list(records.values()), what, OutsideStoreError)
-    names = sorted(records)
+    names = sorted(r.name for r in check_coverage(area, list(records.values()), what, OutsideStoreError))
     parts = read_granules(lambda name: root[name], names, area, variables, client=client, progress=progress,
                           label="virtual store")
     return assemble(parts, variables)
