@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verify", default="touched", choices=["touched", "all"],
                    help="query: check the objects read (touched) or HEAD every granule of the index (all)")
     s = sub.add_parser("bench", help="performance figures (results/bench.csv)")
-    s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, chunkindex")
+    s.add_argument("--suite", default="all", help="all, or a comma-separated list of: atl06sr, baseline, virtual, kerchunk, chunkindex")
     s.add_argument("--scale", default="book,bench", help="comma-separated scales: test, book, bench")
     s.add_argument("--profile", default="in-region", help="network profile of the local cloud")
     s.add_argument("--out", default=None, help="CSV to write (default results/bench.csv)")

@@ -15,7 +15,8 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
         subset: Callable[..., Any], aoi: Any = None, profile: str = "in-region", client: Any = None,
         repeat: int = 1, results: str | os.PathLike[str] | None = None,
         extra: Callable[[Any, Any], list] | None = None) -> list:  # -> list[bench.Measurement]
-    """Measure ``<title> prepare`` (``prepare(granules, out=..., credentials=..., out_credentials=...)``),
+    """Measure ``<title> prepare`` (``prepare(granules, out=..., credentials=..., out_credentials=...,
+    client=...)``),
     then ``repeat`` times ``baseline (tuned) -> GeoParquet`` and ``<title> -> GeoParquet``
     (``subset(prepared, area, credentials=..., out_credentials=...)``) on the Greenland AOI at ``scale``
     (``cloud`` serves that archive; its profile is set to ``profile`` and restored). ``extra(scene,
@@ -41,7 +42,8 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
     try:
         with measure(f"{title} prepare", method=method, cloud=cloud, scale=scale, results=results, notes=label,
                      granules=len(granules)) as mp:
-            prepared = prepare(granules, out=location, credentials=credentials, out_credentials=credentials)
+            prepared = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
+                               client=scene.client)
         mp.notes = (f"{label}; artefact {prepared.nbytes / 1e6:.3f} MB; {mp.wall_s / len(granules):.2f} s per "
                     f"granule; {prepared.stats.get('gets')} GETs, {prepared.stats.get('bytes_read', 0) / 1e6:.2f} MB "
                     "read by the method")

@@ -24,7 +24,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     from is2cloud.settings import get_settings
 
     def prep(granules: Any, **kw: Any) -> Any:
-        return prepare(granules, mode="overwrite", client="sync", **kw)
+        return prepare(granules, mode="overwrite", **kw)
 
     def costs(scene: Any, prepared: Any) -> list:
         archive = publish_archive(scale, cache_dir=get_settings().cache_dir)
