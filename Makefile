@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 export IS2CLOUD_MODE ?= local
 
-.PHONY: env test book bench archive clean lock
+.PHONY: env test book bench readme-figures archive clean lock
 
 env:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,10 @@ book: env
 ## make bench: performance figures (book and bench scale, in-region profile) -> results/bench.csv
 bench: env
 	$(PY) -m is2cloud.cli bench
+
+## make readme-figures: keep results/bench.csv's runs in docs/bench-results.csv and regenerate the README's tables
+readme-figures: env
+	$(PY) scripts/readme_figures.py --add results/bench.csv
 
 archive: env
 	$(PY) -m is2cloud.cli sample-data --preset book

@@ -24,12 +24,12 @@ def short_spec(aoi: str, product: str, cycle: int, rgt: int, half_m: float) -> G
     return spec.with_window(mid - half_m, mid + half_m, reason="test window")
 
 
-# The same 0.2 x 0.2 degree box across +-180 in three forms.
+# The same 0.2 x 0.2 degree box across +-180 in three forms (a jump is a crossing only when asked: see is2cloud.aoi).
 ANTIMERIDIAN_AOIS = [
     (179.8, 70.0, -179.8, 70.2),                                                     # a bbox with west > east
     Polygon([(179.8, 70.0), (180.2, 70.0), (180.2, 70.2), (179.8, 70.2)]),         # longitudes beyond 180
-    {"type": "Polygon", "coordinates": [[[179.8, 70.0], [-179.8, 70.0], [-179.8, 70.2], [179.8, 70.2],
-                                         [179.8, 70.0]]]},                          # a jump across the line
+    load_aoi({"type": "Polygon", "coordinates": [[[179.8, 70.0], [-179.8, 70.0], [-179.8, 70.2], [179.8, 70.2],
+                                                  [179.8, 70.0]]]}, antimeridian=True),  # a jump across the line
 ]
 
 

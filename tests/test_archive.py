@@ -17,7 +17,8 @@ from is2cloud.granules.common import GENERATOR_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "nsidc-cumulus-prod-protected"
-KEY_RE = re.compile(r"^ATLAS/(ATL0[36])/006/(\d{4})/(\d{2})/(\d{2})/(ATL0[36]_(\d{4})(\d{2})(\d{2})\d{6}_\d{8}_006_\d{2}\.h5)$")
+KEY_RE = re.compile(r"^ATLAS/(ATL0[36])/006/(\d{4})/(\d{2})/(\d{2})/(ATL0[36]_(\d{4})(\d{2})(\d{2})\d{6}_\d{8}_006_\d{2}\.h5)"
+                    r"(\.dmrpp)?$")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_layout_follows_the_contract(test_preset, cache):
         assert key in m, key
     assert m["preset"] == "test" and m["generator_version"] == GENERATOR_VERSION and m["seed"] == 2018
     assert m["generation_seconds"] > 0 and m["synthetic"] is True
-    assert len(m["objects"]) == 4 and m["products"]["ATL06"]["granules"] == 2 and m["products"]["ATL03"]["granules"] == 2
+    assert len(m["objects"]) == 8 and m["products"]["ATL06"]["granules"] == 2 and m["products"]["ATL03"]["granules"] == 2
     for o in m["objects"]:
         assert set(o) == {"bucket", "key", "size", "etag"} and o["bucket"] == BUCKET
         path = a.root / "objects" / o["bucket"] / o["key"]
@@ -49,14 +50,22 @@ def test_layout_follows_the_contract(test_preset, cache):
         assert mk, o["key"]
         assert mk.group(2, 3, 4) == mk.group(6, 7, 8)  # the date folders are the granule's start date
         assert a.path_of(o["key"]) == path
+    # every granule has its DMR++ sidecar (NSIDC's flat style) under its key plus ".dmrpp", listed right after it
+    keys = [o["key"] for o in m["objects"]]
+    assert keys[1::2] == [k + ".dmrpp" for k in keys[0::2]] and not any(k.endswith(".dmrpp") for k in keys[0::2])
+    for o in m["objects"][1::2]:
+        text = (a.root / "objects" / o["bucket"] / o["key"]).read_text(encoding="latin-1")
+        assert text.startswith("<?xml") and 'dmrpp:href="OPeNDAP_DMRpp_DATA_ACCESS_URL"' in text
+        assert f'name="{o["key"].rsplit("/", 1)[1].removesuffix(".dmrpp")}"' in text and "<Group" not in text
     assert sorted(p.name for p in (a.root / "catalog").iterdir()) == ["ATL03_006.jsonl", "ATL06_006.jsonl"]
-    assert a.keys == [o["key"] for o in m["objects"]] and a.total_bytes == sum(o["size"] for o in m["objects"])
+    assert a.keys == keys[0::2] and [o["key"] for o in a.granule_objects] == a.keys and a.objects == m["objects"]
+    assert a.total_bytes == sum(o["size"] for o in m["objects"])
     assert "test" in str(a) and "4 granules" in str(a)
 
 
 def test_test_preset_content(test_preset):
     orients = set()
-    for o in test_preset.objects:
+    for o in test_preset.granule_objects:
         with h5py.File(test_preset.path_of(o["key"]), "r") as f:
             orients.add(int(f["orbit_info/sc_orient"][0]))
             assert f.attrs["is2cloud_synthetic"] == b"true" and f.attrs["is2cloud_shortened"] == b"true"
@@ -72,7 +81,7 @@ def test_test_preset_content(test_preset):
 
 def test_umm_g_records(test_preset):
     records = test_preset.umm_records()
-    assert len(records) == 4
+    assert len(records) == 4  # granules only: the sidecars are objects, not granules
     by_name = {o["key"].rsplit("/", 1)[1]: o for o in test_preset.objects}
     for rec in records:
         umm, meta = rec["umm"], rec["meta"]

@@ -82,6 +82,61 @@ def test_requests_without_a_body_keep_the_connection_open(cloud, creds):
         conn.close()
 
 
+def _raw_get(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_lean_object_reads_answer_as_the_full_path_does(cloud, creds):
+    """A GET/HEAD of an object skips http.server's parsing, werkzeug and moto, and answers the same:
+    status, body, ETag, ranges, metadata; each request once in the ledger, with the same bytes."""
+    seq = cloud.seq
+    lean = _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=100-4195"})
+    full = _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=100-4195", "Connection": "close"})
+    assert lean[0] == full[0] == 206 and lean[2] == full[2] == DATA[100:4196]
+    for h in ("etag", "content-range", "content-length", "accept-ranges", "last-modified"):
+        assert lean[1][h] == full[1][h], h
+    missing = _raw_get(cloud.port, "/is2cloud-scratch/no-such-key", {})
+    assert missing[0] == 404 and b"NoSuchKey" in missing[2]  # not servable here: moto answers
+    rows = cloud.ledger(since=seq)
+    assert [(r.verb, r.status, r.bytes, r.range_start, r.range_end) for r in rows] == [
+        ("GET", 206, 4096, 100, 4195), ("GET", 206, 4096, 100, 4195), ("GET", 404, len(missing[2]), None, None)]
+
+
+def test_lean_object_reads_keep_the_network_model_and_faults(cloud, creds):
+    cloud.set_profile("in-region")
+    try:
+        t0 = time.perf_counter()
+        assert _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=0-9"})[0] == 206
+        assert time.perf_counter() - t0 >= 0.03  # the time to first byte
+    finally:
+        cloud.set_profile("none")
+    cloud.set_faults(1.0, kinds=("503",), seed=1)
+    try:
+        seq = cloud.seq
+        status, _, body = _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=0-9"})
+        assert status == 503 and b"SlowDown" in body
+        cloud.set_faults(1.0, kinds=("reset",), seed=1)
+        import http.client
+
+        try:
+            _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {})
+        except (http.client.IncompleteRead, ConnectionError):
+            pass  # cut half way, as a reset connection is
+        else:
+            pytest.fail("a reset fault delivered the whole body")
+    finally:
+        cloud.set_faults(0.0)
+    assert [r.fault for r in cloud.ledger(since=seq)] == ["503", "reset"]
+
+
 @pytest.mark.parametrize("app_kind", ["ok", "no length", "raises"])
 def test_keep_alive_handler_closes_unless_the_response_is_complete(app_kind):
     """The handler alone, with plain WSGI apps: a complete response keeps the connection; a body without

@@ -37,6 +37,10 @@ def test_default_follows_the_terminal_and_the_environment(monkeypatch):
 
 def test_quiet_when_a_tool_executes_the_notebook(monkeypatch):
     monkeypatch.setattr(pg, "_in_kernel", lambda: True)
+    monkeypatch.delenv("VSCODE_PID", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert pg.wanted(None) is False  # a kernel nbclient started: no front end
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/jovyan/07_chunk_index.ipynb")  # JupyterLab's kernel
     assert pg.wanted(None) is True
     monkeypatch.setattr(pg, "_run_by_executor", lambda: True)
     assert pg.wanted(None) is False

@@ -4,14 +4,22 @@ Every method in the book clips with :meth:`AOI.contains`, so they all agree on t
 **a point on the AOI boundary is inside** (``shapely.intersects_xy``, planar in lon/lat degrees,
 the same geometry model geopandas uses for EPSG:4326).
 
-AOIs are kept in EPSG:4326 with longitudes in [-180, 180]. A polygon that crosses the antimeridian
-(written either with longitudes beyond +-180, or with a jump of more than 180 degrees between two
-vertices) is split into a MultiPolygon at +-180.
+AOIs are kept in EPSG:4326 with longitudes in [-180, 180]; an AOI that crosses the antimeridian is
+split into a MultiPolygon at +-180. Which AOIs cross it:
+
+* a 4-number bbox ``(west, south, east, north)`` crosses it when ``east < west``, and never otherwise
+  (``(-180, -90, 180, 90)`` is the whole globe);
+* a polygon is read as written (GeoJSON, RFC 7946: straight edges in longitude/latitude), so an edge
+  from -60 to 130 degrees spans 190 degrees of longitude. Write a crossing with longitudes beyond
+  +-180 (170 to 190) or as a MultiPolygon cut at the line, or pass ``antimeridian=True`` to read an
+  edge spanning more than 180 degrees as crossing the line (the shorter way round). A polygon that has
+  such an edge and is loaded without ``antimeridian=`` gets an :class:`AOIWarning` naming both readings.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,6 +33,10 @@ from shapely.geometry.polygon import orient
 
 class AOIError(ValueError):
     """An area of interest that cannot be used, with the reason in the message."""
+
+
+class AOIWarning(UserWarning):
+    """An AOI that could be meant two ways; the message says which reading was taken."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,17 @@ class AOI:
     def bboxes(self) -> list[tuple[float, float, float, float]]:
         """One (west, south, east, north) box per part, each with west <= east."""
         return [tuple(p.bounds) for p in self.parts]  # type: ignore[misc]
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """(lon, lat) of the centroid; for an AOI across the antimeridian, of its parts joined across it."""
+        g: Any = self.geometry
+        if self.crosses_antimeridian:
+            g = shapely.union_all([shapely.affinity.translate(p, xoff=360.0) if p.bounds[0] < 0 else p
+                                   for p in self.parts])
+        c = g.centroid
+        lon = (float(c.x) + 180.0) % 360.0 - 180.0
+        return (180.0 if lon == -180.0 else lon + 0.0, float(c.y) + 0.0)  # + 0.0: no "-0.0000"
 
     def contains(self, lon: Any, lat: Any) -> np.ndarray:
         """Vectorized point-in-AOI test; points on the boundary are inside."""
@@ -103,11 +126,14 @@ class AOI:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def load_aoi(source: Any, name: str | None = None) -> AOI:
+def load_aoi(source: Any, name: str | None = None, *, antimeridian: bool | None = None) -> AOI:
     """Load and validate an AOI.
 
     ``source`` may be a path to a GeoJSON file, a GeoJSON dict or string, a shapely Polygon or
     MultiPolygon, a GeoDataFrame/GeoSeries, a 4-number bbox ``(west, south, east, north)``, or an AOI.
+    ``antimeridian``: how to read a polygon edge spanning more than 180 degrees of longitude (see the
+    module docstring): None (default) as written, with an :class:`AOIWarning`; False as written, silently;
+    True as crossing the antimeridian. A bbox crosses it exactly when east < west.
     Raises :class:`AOIError` naming the problem: unreadable file, invalid JSON, no polygon, no area,
     self-intersection, latitudes outside [-90, 90] (often lon/lat swapped), longitudes outside the
     earth, or a projected CRS.
@@ -116,6 +142,7 @@ def load_aoi(source: Any, name: str | None = None) -> AOI:
         return source
     label = name
     geom: Any
+    bbox = False
     if isinstance(source, (str, Path)) and not (isinstance(source, str) and source.lstrip().startswith("{")):
         path = Path(source)
         label = label or path.stem
@@ -135,13 +162,14 @@ def load_aoi(source: Any, name: str | None = None) -> AOI:
         geom = shapely.union_all(np.asarray(source.geometry))
     elif isinstance(source, (tuple, list)) and len(source) == 4 and all(isinstance(v, (int, float)) for v in source):
         w, s, e, n = map(float, source)
+        bbox = True
         if w > e:  # a bbox across the antimeridian
             geom = MultiPolygon([box(w, s, 180.0, n), box(-180.0, s, e, n)])
         else:
             geom = box(w, s, e, n)
     else:
         raise AOIError(f"cannot make an AOI from {type(source).__name__}; give a GeoJSON path, dict, polygon or bbox")
-    return AOI(_validate(geom), name=label or "aoi")
+    return AOI(_validate(geom, False if bbox else antimeridian, label or "aoi"), name=label or "aoi")
 
 
 def _from_geojson_text(text: str, where: str) -> Any:
@@ -187,7 +215,7 @@ def _check_crs(crs: Any, where: str) -> None:
         raise AOIError(f"{where} is in CRS {crs}; give the AOI in longitude/latitude (EPSG:4326 / OGC:CRS84)")
 
 
-def _validate(geom: Any) -> Polygon | MultiPolygon:
+def _validate(geom: Any, antimeridian: bool | None = False, label: str = "aoi") -> Polygon | MultiPolygon:
     if geom is None or geom.is_empty:
         raise AOIError("the AOI is empty")
     parts = list(geom.geoms) if isinstance(geom, MultiPolygon) else [geom]
@@ -207,7 +235,7 @@ def _validate(geom: Any) -> Polygon | MultiPolygon:
         if not p.is_valid:
             reason = shapely.is_valid_reason(p)
             raise AOIError(f"the AOI polygon is invalid: {reason}; fix it (e.g. remove the self-intersection)")
-    parts = [_unwrap(p) for p in parts]
+    parts = [_read_long_edges(p, antimeridian, label) for p in parts]
     split: list[Polygon] = []
     for p in parts:
         split.extend(_split_at_antimeridian(p))
@@ -216,13 +244,26 @@ def _validate(geom: Any) -> Polygon | MultiPolygon:
     return split[0] if len(split) == 1 else MultiPolygon(split)
 
 
-def _unwrap(p: Polygon) -> Polygon:
-    """Make a ring continuous in longitude: if two consecutive vertices jump by more than 180 degrees,
-    the ring crosses the antimeridian, so shift its negative longitudes by +360."""
+def _read_long_edges(p: Polygon, antimeridian: bool | None, label: str) -> Polygon:
+    """``p`` as written, or, with ``antimeridian=True``, made continuous across +-180 when an edge spans
+    more than 180 degrees of longitude (its negative longitudes shifted by +360). Without ``antimeridian=``,
+    such a polygon is read as written and an AOIWarning names the other reading, if that one has an area."""
     x = np.asarray(p.exterior.coords)[:, 0]
-    if np.any(np.abs(np.diff(x)) > 180):
-        shift = lambda c: [((xx + 360.0) if xx < 0 else xx, yy) for xx, yy in c]  # noqa: E731
-        return Polygon(shift(p.exterior.coords), [shift(r.coords) for r in p.interiors])
+    span = np.abs(np.diff(x))
+    if not np.any(span > 180) or antimeridian is False:
+        return p
+    shift = lambda c: [((xx + 360.0) if xx < 0 else xx, yy) for xx, yy in c]  # noqa: E731
+    crossing = Polygon(shift(p.exterior.coords), [shift(r.coords) for r in p.interiors])
+    if antimeridian:
+        return crossing
+    if crossing.is_valid and crossing.area > 0:
+        w, e = float(x.min()), float(x.max())
+        cw, ce = crossing.bounds[0], crossing.bounds[2] - 360.0
+        warnings.warn(
+            f"AOI {label!r} has an edge spanning {span.max():.1f} degrees of longitude: read as written, from "
+            f"{w:g} east to {e:g} ({e - w:.1f} degrees wide), not as crossing the antimeridian from {cw:g} to "
+            f"{ce:g}; to cross it, write longitudes beyond 180 (e.g. {cw:g} to {ce + 360:g}), give a bbox with "
+            "east < west, or load_aoi(..., antimeridian=True)", AOIWarning, stacklevel=4)
     return p
 
 

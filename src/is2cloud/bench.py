@@ -7,7 +7,8 @@
 * ``rows`` and ``granules`` come from the frame the block leaves in ``m.result`` (its length and its
   distinct ``granule`` values) unless given; ``physical_bytes`` is the physical limit of the subset.
 * CPU and peak memory cover this process and its children (Dask workers), not the local cloud's
-  server process: the server stands in for S3, whose cost is not ours.
+  server process: the server stands in for S3, whose cost is not ours. Its CPU is reported apart
+  (``server_cpu_s``), since it shares this machine's cores.
 * GETs and bytes come from the server's request ledger, so every client is counted the same way.
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
@@ -30,6 +31,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -57,6 +59,7 @@ class Measurement:
     bandwidth_MBps: float = 0.0
     wall_s: float = float("nan")
     cpu_s: float = float("nan")
+    server_cpu_s: float | None = None  # the embedded S3 server's CPU (local mode), not in cpu_s
     peak_rss_MB: float = float("nan")
     requests: int | None = None
     gets: int | None = None
@@ -68,6 +71,8 @@ class Measurement:
     rows: int | None = None
     physical_bytes: int | None = None  # compressed bytes of the chunks that intersect the AOI
     notes: str = ""
+    suite: str = ""  # the make-bench suite that took it (is2cloud bench --suite), if any
+    commit: str = field(default_factory=lambda: _commit())
     timestamp: str = ""
     host: str = field(default_factory=lambda: f"{platform.node()} ({os.cpu_count()} cpu)")
     cores: int = field(default_factory=lambda: _cores())
@@ -97,12 +102,34 @@ class Measurement:
 
     def __str__(self) -> str:
         parts = [f"{self.name}: {self.wall_s:.2f} s wall, {self.cpu_s:.2f} s CPU, peak {self.peak_rss_MB:.0f} MB"]
+        if self.server_cpu_s is not None:
+            parts.append(f"S3 server {self.server_cpu_s:.2f} s CPU")
         if self.gets is not None:
             parts.append(f"{self.gets} GETs, {self.get_bytes / 1e6:.2f} MB")
         if self.lower_bound_s is not None:
             parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}")
         parts.append(f"[{self.mode}, scale={self.scale}, profile={self.profile}]")
         return "; ".join(parts)
+
+
+_SUITE: list[str] = [""]  # the suite run_suites is running, recorded in each measurement
+
+
+@lru_cache(maxsize=1)
+def _commit() -> str:
+    """The checkout's commit (short), with ``+`` when the work tree has changes; "" outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if head.returncode:
+        return ""
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def _cores() -> int:
@@ -170,6 +197,16 @@ class _TreeSampler:
         return sum(v - self.start_cpu.get(pid, 0.0) for pid, v in self.cpu.items())
 
 
+def _process_cpu(pid: int | None) -> float | None:
+    if not pid:
+        return None
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
+
+
 def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
     """The largest number of requests in flight at once."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
@@ -210,7 +247,7 @@ def measure(
     """
     settings = get_settings()
     m = Measurement(name=name, method=method or name, mode=settings.mode, scale=scale or settings.scale, notes=notes,
-                    rows=rows, granules=granules, physical_bytes=physical_bytes)
+                    rows=rows, granules=granules, physical_bytes=physical_bytes, suite=_SUITE[0])
     if cloud is not None:
         prof = cloud.profile
         seq0 = cloud.seq
@@ -223,12 +260,16 @@ def measure(
     m.latency_s = prof.latency_s if prof else 0.0
     m.bandwidth_MBps = (prof.bandwidth_Bps / 1e6) if prof else 0.0
     sampler = _TreeSampler({server_pid} if server_pid else set())
+    server_cpu0 = _process_cpu(server_pid)
     t0 = time.perf_counter()
     with sampler:
         yield m
     m.wall_s = time.perf_counter() - t0
     m._observe_result()
     m.cpu_s = sampler.cpu_used()
+    server_cpu1 = _process_cpu(server_pid)
+    if server_cpu0 is not None and server_cpu1 is not None:
+        m.server_cpu_s = server_cpu1 - server_cpu0
     m.peak_rss_MB = sampler.peak / 1e6
     m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if cloud is not None and seq0 is not None:
@@ -288,8 +329,9 @@ def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
 
 # -- make bench ----------------------------------------------------------------------------------------
 
-# SlideRule's ATL06-SR request (notebook 02), then every method of the registry, in book order.
-SUITES: dict[str, str] = {"atl06sr": "is2cloud.sliderule:benchmark",
+# The embedded server's cost per request, SlideRule's ATL06-SR request (notebook 02), then every method of the
+# registry, in book order.
+SUITES: dict[str, str] = {"server": "is2cloud.localcloud.cost:benchmark", "atl06sr": "is2cloud.sliderule:benchmark",
                           **{name: f"is2cloud.methods.{name}:benchmark" for name in METHODS}}
 
 
@@ -311,16 +353,21 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
         archive = publish_archive(scale, cache_dir=settings.cache_dir)
         with LocalCloud(profile=profile, archive=archive.root, seed=settings.seed) as cloud:
             for suite in suites:
+                _SUITE[0] = suite
                 module, func = SUITES[suite].split(":")
                 fn = getattr(importlib.import_module(module), func)
                 accepted = inspect.signature(fn).parameters
                 offered = {"cloud": cloud, "archive": archive, "scale": scale,
                            "results": Path(results) if results else results_path()}
                 kwargs = {k: v for k, v in offered.items() if k in accepted}
-                for m in fn(**kwargs):
-                    if "results" not in accepted:  # suites that take `results` record themselves
-                        append_result(m, results)
-                    out.append(m)
+                try:
+                    for m in fn(**kwargs):
+                        m.suite = suite
+                        if "results" not in accepted:  # suites that take `results` record themselves
+                            append_result(m, results)
+                        out.append(m)
+                finally:
+                    _SUITE[0] = ""
     return out
 
 
@@ -330,7 +377,8 @@ def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
     rows = []
     for m in measurements:
         rows.append({"scale": m.scale, "profile": m.profile, "name": m.name, "wall_s": round(m.wall_s, 2),
-                     "cpu_s": round(m.cpu_s, 2), "peak_MB": round(m.peak_rss_MB), "GETs": m.gets,
+                     "cpu_s": round(m.cpu_s, 2), "server_cpu_s": None if m.server_cpu_s is None else round(m.server_cpu_s, 2),
+                     "peak_MB": round(m.peak_rss_MB), "GETs": m.gets,
                      "MB": None if m.get_bytes is None else round(m.get_bytes / 1e6, 2),
                      "physical_MB": None if not m.physical_bytes else round(m.physical_bytes / 1e6, 2),
                      "bytes/physical": None if m.bytes_ratio is None else round(m.bytes_ratio, 2),
@@ -343,7 +391,7 @@ def summary_table(measurements: list[Measurement]):  # -> pandas.DataFrame
 
 _COLUMNS = {  # column -> (header, format)
     "granules": ("granules", "{:,.0f}"), "rows": ("rows", "{:,.0f}"), "wall_s": ("wall (s)", "{:.2f}"),
-    "cpu_s": ("CPU (s)", "{:.1f}"), "peak_rss_MB": ("peak memory (MB)", "{:,.0f}"), "gets": ("GETs", "{:,.0f}"),
+    "cpu_s": ("CPU (s)", "{:.1f}"), "server_cpu_s": ("S3 server CPU (s)", "{:.1f}"), "peak_rss_MB": ("peak memory (MB)", "{:,.0f}"), "gets": ("GETs", "{:,.0f}"),
     "MB": ("MB fetched", "{:,.2f}"), "physical_MB": ("physical limit (MB)", "{:,.2f}"),
     "bytes_ratio": ("x physical limit", "{:,.2f}"), "lower_bound_s": ("network lower bound (s)", "{:.2f}"),
     "concurrency": ("concurrency", "{:.0f}"),
@@ -363,6 +411,7 @@ class Comparison:
     """
 
     measurements: list[Measurement]
+    preparations: dict[str, Measurement] = field(default_factory=dict)  # query name -> its one-time step
 
     @property
     def reference(self) -> Measurement:
@@ -375,7 +424,8 @@ class Comparison:
         rows = []
         for m in self.measurements:
             rows.append({"name": m.name, "scale": m.scale, "profile": m.profile, "granules": m.granules,
-                         "rows": m.rows, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "peak_rss_MB": m.peak_rss_MB,
+                         "rows": m.rows, "wall_s": m.wall_s, "cpu_s": m.cpu_s, "server_cpu_s": m.server_cpu_s,
+                         "peak_rss_MB": m.peak_rss_MB,
                          "gets": m.gets, "MB": None if m.get_bytes is None else m.get_bytes / 1e6,
                          "physical_MB": m.physical_bytes / 1e6 if m.physical_bytes else None,
                          "bytes_ratio": m.bytes_ratio, "lower_bound_s": m.lower_bound_s,
@@ -426,6 +476,9 @@ class Comparison:
                 text += f", fetching {m.get_bytes / 1e6:,.2f} MB against {ref.get_bytes / 1e6:,.1f} MB"
                 if m.bytes_ratio is not None and ref.bytes_ratio is not None:
                     text += f" ({m.bytes_ratio:,.2f}x against {ref.bytes_ratio:,.1f}x the physical limit)"
+            prep = self.preparations.get(m.name)
+            if prep is not None:
+                text += "; " + _break_even(prep, m, ref)
             parts.append(text)
         if not parts:
             parts.append(f"{ref.name} took {ref.wall_s:.2f} s")
@@ -444,10 +497,24 @@ class Comparison:
         display(Markdown(self.sentence))
 
 
-def compare(*measurements: Measurement) -> Comparison:
+def _break_even(prep: Measurement, query: Measurement, ref: Measurement) -> str:
+    """After how many queries a one-time preparation has paid for itself against the reference."""
+    saved = ref.wall_s - query.wall_s
+    if prep.wall_s + query.wall_s <= ref.wall_s:
+        return (f"preparing ({prep.wall_s:.1f} s) and querying took less than one run of {ref.name}, "
+                "so it pays for itself on the first query")
+    if saved <= 0:
+        return f"its preparation ({prep.wall_s:.1f} s) never pays for itself against {ref.name} at this scale"
+    return (f"its preparation ({prep.wall_s:.1f} s) pays for itself after {math.ceil(prep.wall_s / saved)} "
+            "queries like this one")
+
+
+def compare(*measurements: Measurement, preparations: dict[str, Measurement] | None = None) -> Comparison:
     """Measurements side by side: the first is the reference (e.g. the tuned baseline).
 
-    Differences of scale or network profile are refused: they would not be comparable.
+    ``preparations`` maps a query's name to the measurement of its one-time step (an index build...): the
+    sentence then says after how many queries it pays for itself. Differences of scale or network profile
+    are refused: they would not be comparable.
     """
     if not measurements:
         raise ValueError("compare needs at least one measurement")
@@ -456,4 +523,77 @@ def compare(*measurements: Measurement) -> Comparison:
         values = {getattr(m, key) for m in ms}
         if len(values) > 1:
             raise ValueError(f"cannot compare measurements of different {key}s: {sorted(values)}")
-    return Comparison(ms)
+    preparations = dict(preparations or {})
+    unknown = sorted(set(preparations) - {m.name for m in ms})
+    if unknown:
+        raise ValueError(f"preparations name measurements that are not compared: {unknown}")
+    return Comparison(ms, preparations)
+
+
+# -- the README's figures ------------------------------------------------------------------------------
+
+FIGURES_BEGIN = "<!-- figures: generated by scripts/readme_figures.py from docs/bench-results.csv; do not edit -->"
+FIGURES_END = "<!-- figures: end -->"
+_FIGURE_COLUMNS = (("wall_s", "wall (s)", "{:,.2f}"), ("cpu_s", "CPU (s)", "{:,.1f}"),
+                   ("server_cpu_s", "S3 server CPU (s)", "{:,.1f}"), ("gets", "GETs", "{:,.0f}"),
+                   ("get_bytes", "MB fetched", "{:,.1f}"), ("bytes_ratio", "x physical limit", "{:,.2f}"),
+                   ("lower_bound_s", "network lower bound (s)", "{:,.2f}"), ("peak_rss_MB", "peak memory (MB)",
+                                                                              "{:,.0f}"),
+                   ("granules", "granules", "{:,.0f}"), ("rows", "rows", "{:,.0f}"))
+
+
+def _cell(value: Any, fmt: str, column: str) -> str:
+    import pandas as pd
+
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return ""
+    if column == "get_bytes":
+        value = float(value) / 1e6
+    return fmt.format(float(value))
+
+
+def figures_markdown(table: Any) -> str:
+    """The README's figure tables from a results table (``load_results``): one table per suite and scale,
+    in the order of :data:`SUITES` and of the scales, each headed by what it was measured on."""
+    import pandas as pd
+
+    if table.empty:
+        return "No measurements yet: run `make bench`, then `make readme-figures`.\n"
+    table = table.copy()
+    for col in ("suite", "commit", "notes"):
+        table[col] = table[col].fillna("") if col in table else ""
+    order = {s: i for i, s in enumerate(SUITES)}
+    scales = {s: i for i, s in enumerate(("test", "book", "bench"))}
+    groups = sorted(table.groupby(["suite", "scale"], sort=False),
+                    key=lambda kv: (scales.get(kv[0][1], 9), order.get(kv[0][0], 99), kv[0][0]))
+    out: list[str] = []
+    for (suite, scale), rows in groups:
+        first = rows.iloc[0]
+        commits = ", ".join(dict.fromkeys(str(c) for c in rows["commit"] if c)) or "unknown commit"
+        when = str(first.get("timestamp", ""))[:10]
+        command = f"`.venv/bin/is2cloud bench --suite {suite} --scale {scale}`" if suite else "(not from make bench)"
+        out.append(f"**{suite or 'other'}, {scale} scale**: {command}, at {commits} on {first['host']}, {when}; "
+                   f"data: {'synthetic' if first['mode'] == 'local' else 'NASA'}; network profile "
+                   f"{', '.join(dict.fromkeys(rows['profile']))}.\n")
+        cols = [c for c in _FIGURE_COLUMNS if c[0] in rows and rows[c[0]].notna().any()]
+        out.append("| measurement | " + " | ".join(h for _, h, _ in cols) + " |")
+        out.append("|---|" + "---|" * len(cols))
+        for _, r in rows.iterrows():
+            out.append(f"| {r['name']} | " + " | ".join(_cell(r[c], f, c) for c, _, f in cols) + " |")
+        notes = [f"- {r['name']}: {r['notes']}" for _, r in rows.iterrows() if str(r["notes"]).strip()]
+        out.append("")
+        if notes:
+            out.extend(notes)
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def merge_results(known: Any, new: Any) -> Any:
+    """``known`` results with every (suite, scale) that ``new`` measured replaced by ``new``'s rows."""
+    import pandas as pd
+
+    if known.empty:
+        return new.reset_index(drop=True)
+    redone = set(zip(new["suite"].fillna(""), new["scale"]))
+    keep = [(s, sc) not in redone for s, sc in zip(known["suite"].fillna(""), known["scale"])]
+    return pd.concat([known[keep], new], ignore_index=True)

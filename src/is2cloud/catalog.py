@@ -220,13 +220,13 @@ def _search_earthdata(area: AOI, product: str, version: str, start: datetime | N
 def _no_granules_message(area: AOI, product: str, version: str, start: datetime | None, end: datetime | None,
                          where: str) -> str:
     w, s, e, n = area.bounds
-    c = area.geometry.centroid
+    lon, lat = area.centre
     hint = ""
-    if "cross the AOI" not in where and abs(c.x) <= 90 and abs(c.y) <= 180:
-        hint = (f" (Read as lat/lon the AOI would sit at lon {c.y:.4f}, lat {c.x:.4f}: if that is where you meant, "
+    if "cross the AOI" not in where and abs(lon) <= 90 and abs(lat) <= 180:
+        hint = (f" (Read as lat/lon the AOI would sit at lon {lat:.4f}, lat {lon:.4f}: if that is where you meant, "
                 "swap the coordinates.)")
     return (f"no {product} v{version} granules found for AOI {area.name!r} (bounds W {w:.4f}, S {s:.4f}, "
-            f"E {e:.4f}, N {n:.4f}; centre lon {c.x:.4f}, lat {c.y:.4f}) between {_fmt(start)} and {_fmt(end)} in "
+            f"E {e:.4f}, N {n:.4f}; centre lon {lon:.4f}, lat {lat:.4f}) between {_fmt(start)} and {_fmt(end)} in "
             f"{where}. Check that the AOI is in longitude/latitude order (x = longitude, y = latitude) and that "
             f"the time range covers the data.{hint}")
 

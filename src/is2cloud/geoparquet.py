@@ -301,6 +301,10 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
     table = pa.Table.from_pandas(df, preserve_index=index)
     for c, wkb in points.items():
         table = table.set_column(table.schema.get_field_index(c), c, wkb)
+    for c in geo_cols:  # no rows (or only missing geometries): pandas gives Arrow no type but null
+        i = table.schema.get_field_index(c)
+        if pa.types.is_null(table.schema.field(i).type):
+            table = table.set_column(i, c, table.column(c).cast(pa.binary()))
     for c in geo_cols:
         b = boxes[c]
         mask = np.isnan(b[:, 0])
@@ -376,6 +380,24 @@ def write_geoparquet(
     return str(_write_local_atomic(table, _local_path(path), row_group_size, compression))
 
 
+def umask() -> int:
+    """The process umask, read from /proc where it can be (``os.umask`` can only read it by setting it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def chmod_as_new(fd: int) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode a new file gets under the umask."""
+    os.fchmod(fd, 0o666 & ~umask())
+
+
 def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compression: str) -> Path:
     final = final.expanduser().absolute()
     if final.is_dir():
@@ -387,6 +409,7 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
         raise OutputPathError(f"cannot write {str(final)!r}: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
+        chmod_as_new(fd)
         with os.fdopen(fd, "wb") as fh:
             _write_parquet(table, fh, row_group_size, compression)
             fh.flush()
@@ -401,15 +424,18 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
     return final
 
 
-def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str) -> None:
-    """One PUT, or one multipart upload aborted on failure: the key never holds a partial object."""
+def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str, *,
+                   content_type: str = "application/vnd.apache.parquet",
+                   metadata: Mapping[str, str] | None = None) -> None:
+    """One PUT, or one multipart upload aborted on failure: the key never holds a partial object.
+    ``metadata`` becomes the object's user metadata (``x-amz-meta-*``)."""
     size = local.stat().st_size
+    extra: dict[str, Any] = {"ContentType": content_type, **({"Metadata": dict(metadata)} if metadata else {})}
     try:
         if size <= SINGLE_PUT_MAX_BYTES:
-            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(),
-                       ContentType="application/vnd.apache.parquet")
+            fs.call_s3("put_object", Bucket=bucket, Key=key, Body=local.read_bytes(), **extra)
         else:
-            _multipart_upload(fs, local, bucket, key)
+            _multipart_upload(fs, local, bucket, key, extra)
     except (CredentialsError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -417,12 +443,12 @@ def _upload_atomic(fs: Any, local: Path, bucket: str, key: str, url: str) -> Non
     fs.invalidate_cache(f"{bucket}/{key}")
 
 
-def _multipart_upload(fs: Any, local: Path, bucket: str, key: str) -> None:
-    """Parts of ``PART_BYTES`` uploaded ``PART_CONCURRENCY`` at a time on s3fs's event loop."""
+def _multipart_upload(fs: Any, local: Path, bucket: str, key: str, extra: Mapping[str, Any]) -> None:
+    """Parts of ``PART_BYTES`` uploaded ``PART_CONCURRENCY`` at a time on s3fs's event loop; ``extra``
+    (content type, metadata) goes to ``CreateMultipartUpload``."""
     import fsspec.asyn
 
-    mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key,
-                     ContentType="application/vnd.apache.parquet")
+    mpu = fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key, **extra)
     upload_id = mpu["UploadId"]
     nparts = max(1, -(-local.stat().st_size // PART_BYTES))
 

@@ -126,8 +126,10 @@ def get_client(n_workers: int | None = None):  # -> distributed.Client
         client = _local.get("client")
         if client is not None and client.status == "running":
             return client
+        # silence_logs=CRITICAL: a task that raises is logged by its worker at ERROR with the whole traceback
+        # ("Compute Failed"); map_granules reports each failed granule in one line of its GranuleError instead.
         cluster = LocalCluster(n_workers=n_workers or _default_workers(), threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=50)
         client = Client(cluster, set_as_default=False)
         _local.update(client=client, cluster=cluster)
         if not _local.get("atexit"):

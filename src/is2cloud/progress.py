@@ -3,7 +3,9 @@
 ``progress=None`` (every long call's default) means: show progress when someone is watching, that is
 in an interactive terminal or an interactive Jupyter session, and stay quiet when a book is built, a
 notebook is executed by a tool (jupyter-book, nbclient, nbconvert, papermill, pytest) or stdout is not
-a terminal. ``IS2CLOUD_PROGRESS=1`` or ``0`` decides instead; ``progress=True``/``False`` always wins.
+a terminal. A kernel counts as interactive when a front end started it for a person: Jupyter Server
+(JupyterLab, Notebook, JupyterHub) names the session in ``JPY_SESSION_NAME``, VS Code sets
+``VSCODE_PID``; a kernel that tools like nbclient start has neither. ``IS2CLOUD_PROGRESS=1`` or ``0`` decides instead; ``progress=True``/``False`` always wins.
 
 On a terminal (or in Jupyter) the line is rewritten in place; elsewhere (a log file, CI) a new line
 is printed at most every ``interval`` seconds and at the end.
@@ -57,7 +59,8 @@ def wanted(progress: bool | None, stream: TextIO | None = None) -> bool:
     if env in ("0", "false", "no", "off"):
         return False
     if _in_kernel():
-        return not _run_by_executor()
+        front_end = bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
+        return front_end and not _run_by_executor()
     stream = stream or sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)()) and not _run_by_executor()
 

@@ -102,6 +102,8 @@ def load_settings() -> Settings:
         seed = int(seed_text)
     except ValueError:
         raise ValueError(f"IS2CLOUD_SEED={seed_text!r} is not an integer") from None
+    if seed < 0:
+        raise ValueError(f"IS2CLOUD_SEED={seed_text!r} is negative; give an integer >= 0 (default 2018)")
     output_bucket = _env("IS2CLOUD_OUTPUT_BUCKET", "is2cloud-scratch" if mode == "local" else None)
     if output_bucket is None:
         # On CryoCloud the scratch bucket is announced in SCRATCH_BUCKET (s3://cryocloud-scratch/<user>).

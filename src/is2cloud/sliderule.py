@@ -401,7 +401,7 @@ def _write_table(table: Any, spec: OutputSpec, credentials: Credentials | None, 
     validated as GeoParquet first when ``geo``. A failure leaves nothing under the final name."""
     import pyarrow.parquet as pq
 
-    from is2cloud.geoparquet import _s3fs, _upload_atomic, validate_geoparquet
+    from is2cloud.geoparquet import _s3fs, _upload_atomic, chmod_as_new, validate_geoparquet
 
     def write(where: Any) -> None:
         pq.write_table(table, where, compression="snappy", version="2.6")
@@ -423,6 +423,7 @@ def _write_table(table: Any, spec: OutputSpec, credentials: Credentials | None, 
     except OSError as exc:
         raise OutputPathError(f"cannot write {str(final)!r}: {exc.strerror or exc}") from None
     try:
+        chmod_as_new(fd)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
         if geo:
@@ -615,7 +616,7 @@ def _atl06p_earthdata(request: Request, *, url: str, organization: str | None) -
 
 
 def atl06p(parms: Mapping[str, Any], resources: Iterable[str] | None = None, *, client: Any = None,
-           cloud: Any = None, progress: bool = True, url: str = PUBLIC_URL,
+           cloud: Any = None, progress: bool | None = None, url: str = PUBLIC_URL,
            organization: str | None = PUBLIC_ORGANIZATION) -> Any:
     """ATL06-SR elevations for ``parms``, as ``sliderule.icesat2.atl06p(parms, resources=resources)`` returns them.
 

@@ -6,6 +6,7 @@ Layout (docs/CONTRACTS.md)::
         manifest.json                   preset, generator_version, seed, created, generation_seconds,
                                         objects [{bucket, key, size, etag}], products {...}, granules [...]
         objects/<bucket>/<key>          keys as at NSIDC: ATLAS/<PRODUCT>/006/YYYY/MM/DD/<name>
+        objects/<bucket>/<key>.dmrpp    the granule's DMR++ sidecar (NSIDC's flat style, see is2cloud.dmrpp)
         catalog/<SHORTNAME>_<VVV>.jsonl one UMM-G record ({"meta", "umm"}) per line
         .complete                       written last; without it (or with another generator version,
                                         seed, bucket or preset definition) the archive is regenerated
@@ -37,6 +38,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from is2cloud.dmrpp import SIDECAR_SUFFIX, sidecar_url, write_sidecar
 from is2cloud.granules import orbit
 from is2cloud.granules.common import GENERATOR_VERSION, WrittenGranule
 from is2cloud.granules.orbit import GranuleSpec
@@ -161,11 +163,18 @@ class Archive:
 
     @property
     def keys(self) -> list[str]:
-        return [o["key"] for o in self.manifest["objects"]]
+        """The object keys of the granules (not of their sidecars)."""
+        return [o["key"] for o in self.granule_objects]
 
     @property
     def objects(self) -> list[dict[str, Any]]:
+        """Every object of the archive: the granules and their ``.dmrpp`` sidecars."""
         return list(self.manifest["objects"])
+
+    @property
+    def granule_objects(self) -> list[dict[str, Any]]:
+        """The objects that are granules."""
+        return [o for o in self.manifest["objects"] if not o["key"].endswith(SIDECAR_SUFFIX)]
 
     @property
     def generation_seconds(self) -> float:
@@ -194,9 +203,10 @@ class Archive:
         return out
 
     def __str__(self) -> str:
-        n = len(self.manifest["objects"])
+        n = len(self.granule_objects)
         products = ", ".join(f"{v['granules']} {k}" for k, v in self.manifest.get("products", {}).items())
-        return (f"archive {self.preset!r}: {n} granules ({products}), {self.total_bytes / 1e6:.0f} MB, "
+        return (f"archive {self.preset!r}: {n} granules ({products}) with DMR++ sidecars, "
+                f"{self.total_bytes / 1e6:.0f} MB, "
                 f"generated in {self.generation_seconds:.0f} s, at {self.root}")
 
 
@@ -223,17 +233,25 @@ def generate_granule(spec: GranuleSpec, path: str | Path, *, created: str | None
     return write_atl06(spec, path, created=created)
 
 
-def _work(args: tuple[GranuleSpec, str, str]) -> dict[str, Any]:
-    """Worker: generate one granule into the temporary archive and describe it."""
-    spec, root, bucket = args
-    path = Path(root) / "objects" / bucket / spec.key
-    written = generate_granule(spec, path)
+def _md5(path: Path) -> str:
     md5 = hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(8 << 20), b""):
             md5.update(block)
+    return md5.hexdigest()
+
+
+def _work(args: tuple[GranuleSpec, str, str]) -> dict[str, Any]:
+    """Worker: generate one granule and its DMR++ sidecar (as NSIDC serves them) into the temporary archive
+    and describe them."""
+    spec, root, bucket = args
+    path = Path(root) / "objects" / bucket / spec.key
+    written = generate_granule(spec, path)
+    sidecar = write_sidecar(path, style="nsidc-flat")
     return {
-        "spec": spec, "bucket": bucket, "key": spec.key, "size": path.stat().st_size, "etag": md5.hexdigest(),
+        "spec": spec, "bucket": bucket, "key": spec.key, "size": path.stat().st_size, "etag": _md5(path),
+        "sidecar": {"bucket": bucket, "key": sidecar_url(spec.key), "size": sidecar.stat().st_size,
+                    "etag": _md5(sidecar)},
         "extent": written.extent, "records": written.records, "seconds": round(written.seconds, 3),
         "footprints": {k: v.tolist() for k, v in written.footprints.items()},
     }
@@ -322,7 +340,9 @@ def _write_archive(root: Path, results: list[dict[str, Any]], *, preset: str, se
         "created": created,
         "generation_seconds": round(seconds, 2),
         "synthetic": True,
-        "objects": [{"bucket": r["bucket"], "key": r["key"], "size": r["size"], "etag": r["etag"]} for r in results],
+        "objects": [o for r in results
+                    for o in ({"bucket": r["bucket"], "key": r["key"], "size": r["size"], "etag": r["etag"]},
+                              r["sidecar"])],
         "products": {k: {**v, "cycles": sorted(v["cycles"]), "rgts": sorted(v["rgts"]), "surface": sorted(v["surface"])}
                      for k, v in sorted(products.items())},
         "granules": [{"name": r["spec"].name, "key": r["key"], "product": r["spec"].product, "rgt": r["spec"].rgt,

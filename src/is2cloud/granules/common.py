@@ -28,7 +28,7 @@ from h5py import h5d, h5p, h5s, h5t
 from is2cloud.granules import orbit
 from is2cloud.granules.orbit import GranuleSpec
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"  # 1.1.0: a DMR++ sidecar next to every granule of an archive
 FLT_MAX = np.float32(np.finfo(np.float32).max)
 CHUNK = 10_000
 GZIP_LEVEL = 6

@@ -94,6 +94,10 @@ class LocalCloud:
         startup_timeout: float = 120.0,
     ):
         get_profile(profile)  # validate early, with the list of choices in the error
+        if not 0 <= port <= 65535:
+            raise LocalCloudError(f"port {port} is not a TCP port; give 1..65535, or 0 for a free port")
+        if not 0.0 <= fault_rate <= 1.0:
+            raise LocalCloudError(f"fault rate {fault_rate} is not a fraction of requests; give 0..1")
         settings = get_settings()
         self.profile_name = profile
         self.archive = Path(archive) if archive else None
@@ -171,7 +175,8 @@ class LocalCloud:
         if not line:
             err = self._proc.stderr.read() if self._proc.stderr else ""
             self.stop()
-            raise LocalCloudError(f"the local cloud exited before it was ready: {err.strip()[-2000:]}")
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no message"]
+            raise LocalCloudError(f"the local cloud exited before it was ready: {last[0].strip()[:500]}")
         # Keep draining stderr so the child never blocks on a full pipe.
         threading.Thread(target=self._drain, daemon=True).start()
         return json.loads(line)

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_to_bytes
 
 from is2cloud.settings import PROFILES, Profile, get_profile
 
@@ -324,28 +324,14 @@ class NetworkModelApp:
             action = parse_qs(body_peek.decode("latin-1")).get("Action", [""])[0]
             service = "sts" if action.startswith(("Assume", "GetCaller", "GetSession")) else "s3"
 
-        entry = LedgerEntry(seq, verb, bucket, key, rng[0] if rng else None, rng[1] if rng else None, 0, 0,
-                            round(t0 - st.epoch, 6), 0.0, None, service)
-        profile = st.profile
-
-        # Request body (uploads) crosses the modelled network too.
         upload = int(environ.get("CONTENT_LENGTH") or 0)
-        entry.upload_bytes = upload
-        latency = st.latency()
-        delay = latency + (upload / profile.bandwidth_Bps if profile.bandwidth_Bps and upload else 0.0)
-
-        fault = st.draw_fault(verb) if key else None
-        entry.fault = fault
-        if delay:
-            time.sleep(delay)
+        entry, fault = self._begin(seq, t0, verb, bucket, key, rng, service, upload)
 
         # The archive bucket is read-only, as NSIDC's protected bucket is for users.
         if bucket == st.archive_bucket and key and verb in ("PUT", "POST", "DELETE"):
             return self._finish(entry, t0, start_response, *_s3_error(403, "AccessDenied", "Access Denied", key))
         if fault in ("503", "500"):
-            code, msg = ("SlowDown", "Please reduce your request rate.") if fault == "503" else (
-                "InternalError", "We encountered an internal error. Please try again.")
-            return self._finish(entry, t0, start_response, *_s3_error(int(fault), code, msg, key))
+            return self._finish(entry, t0, start_response, *_fault_error(fault, key))
 
         fast = self._fast_object(verb, bucket, key, query, environ, rng)
         if fast is not None:
@@ -369,6 +355,44 @@ class NetworkModelApp:
             inner = [data]
         return self._finish(entry, t0, start_response, captured.get("status", 500), captured.get("headers", []),
                             inner, fault=fault, environ=environ)
+
+    def _begin(self, seq: int, t0: float, verb: str, bucket: str, key: str, rng: tuple[int | None, int | None] | None,
+               service: str, upload: int) -> tuple[LedgerEntry, str | None]:
+        """The network model's part before a response: the ledger entry, the time to first byte (and the
+        upload's transfer time, since a request body crosses the modelled network too), the fault draw."""
+        st = self.state
+        entry = LedgerEntry(seq, verb, bucket, key, rng[0] if rng else None, rng[1] if rng else None, 0, 0,
+                            round(t0 - st.epoch, 6), 0.0, None, service, upload)
+        profile = st.profile
+        delay = st.latency() + (upload / profile.bandwidth_Bps if profile.bandwidth_Bps and upload else 0.0)
+        fault = st.draw_fault(verb) if key else None
+        entry.fault = fault
+        if delay:
+            time.sleep(delay)
+        return entry, fault
+
+    def fast_read(self, verb: str, path: str, query: str, headers: dict[str, str], sock: Any
+                  ) -> tuple[int, list[tuple[str, str]], Iterator[bytes]] | None:
+        """GET/HEAD of an existing object for :func:`keep_alive_handler`'s lean front end, with the same
+        network model, faults and ledger as :meth:`modelled` (None: not such a request; ask moto).
+
+        ``headers`` are the request's, names in lower case. Nothing is modelled or recorded before the
+        request is known to be servable here, so a request handed back is modelled once, by the WSGI path.
+        """
+        if path.startswith(CONTROL_PREFIX):
+            return None
+        environ = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in headers.items()}
+        environ["werkzeug.socket"] = sock
+        bucket, key = _split_path(path)
+        rng = _parse_range(environ.get("HTTP_RANGE"))
+        fast = self._fast_object(verb, bucket, key, query, environ, rng)
+        if fast is None:
+            return None
+        t0 = time.monotonic()
+        entry, fault = self._begin(self.state.next_seq(), t0, verb, bucket, key, rng, "s3", 0)
+        status, out_headers, chunks = _fault_error(fault, key) if fault in ("503", "500") else fast
+        entry.status = status
+        return status, out_headers, self._body(entry, t0, status, out_headers, chunks, fault, environ)
 
     def _remember_sts_secrets(self, xml: bytes) -> None:
         text = xml.decode("utf-8", "replace")
@@ -402,6 +426,8 @@ class NetworkModelApp:
             ("Accept-Ranges", "bytes"),
             ("x-amz-request-id", _request_id()),
         ]
+        # user metadata (x-amz-meta-*), which S3 returns with every GET and HEAD
+        headers += [(k, str(v)) for k, v in getattr(fake, "metadata", {}).items() if k.lower().startswith("x-amz-meta-")]
         status = 200
         start, end = 0, size - 1
         if rng is not None:
@@ -427,6 +453,11 @@ class NetworkModelApp:
                 environ: dict[str, Any] | None = None) -> Iterable[bytes]:
         entry.status = status
         start_response(f"{status} {_REASONS.get(status, 'OK')}", list(headers))
+        return self._body(entry, t0, status, headers, chunks, fault, environ)
+
+    def _body(self, entry: LedgerEntry, t0: float, status: int, headers: list[tuple[str, str]],
+              chunks: Iterable[bytes], fault: str | None, environ: dict[str, Any] | None) -> Iterator[bytes]:
+        """The response body through the bandwidth model, cut half way for a ``reset`` fault, recorded."""
         bandwidth = self.state.profile.bandwidth_Bps
         declared = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
         reset_at = (declared // 2) if (fault == "reset" and declared and declared > 1) else None
@@ -546,6 +577,12 @@ def _respond(start_response: Callable[..., Any], status: int, body: Any) -> list
     return [data]
 
 
+def _fault_error(fault: str, key: str) -> tuple[int, list[tuple[str, str]], list[bytes]]:
+    code, msg = ("SlowDown", "Please reduce your request rate.") if fault == "503" else (
+        "InternalError", "We encountered an internal error. Please try again.")
+    return _s3_error(int(fault), code, msg, key)
+
+
 def _s3_error(status: int, code: str, message: str, key: str) -> tuple[int, list[tuple[str, str]], list[bytes]]:
     body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
             f"<Key>{key}</Key><RequestId>{_request_id()}</RequestId></Error>").encode()
@@ -579,6 +616,66 @@ def keep_alive_handler() -> type:
         # response): with Nagle's algorithm a small last write would wait for the client's delayed ACK
         # of the previous one (40 ms on Linux) on a kept-alive connection.
         disable_nagle_algorithm = True
+
+        def handle_one_request(self) -> None:
+            try:
+                if self._lean_request():
+                    return
+            except (TimeoutError, ConnectionError, ConnectionReset):
+                self.close_connection = True
+                return
+            super().handle_one_request()
+
+        def _lean_request(self) -> bool:
+            """Answer a GET/HEAD of an object without http.server's header parsing, werkzeug's environ and
+            moto's dispatcher (the network model, faults and ledger are the middleware's, as on every
+            path). Only when the whole request head is already buffered; anything else returns False
+            with nothing consumed, for the usual path."""
+            fast_read = getattr(self.server.app, "fast_read", None)  # the middleware's (not a plain WSGI app's)
+            if fast_read is None:
+                return False
+            buffered = self.rfile.peek(1)
+            end = buffered.find(b"\r\n\r\n")
+            if end < 0 or not buffered.startswith((b"GET ", b"HEAD ")):
+                return False
+            lines = buffered[:end].decode("latin-1").split("\r\n")
+            request = lines[0].split(" ")
+            if len(request) != 3 or request[2] != "HTTP/1.1":
+                return False
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if (headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
+                    or "expect" in headers or headers.get("connection", "").lower() == "close"):
+                return False
+            verb, (target, _, query) = request[0], request[1].partition("?")
+            try:
+                path = unquote_to_bytes(target).decode("utf-8")
+            except UnicodeError:
+                return False
+            answer = fast_read(verb, path, query, headers, self.connection)
+            if answer is None:
+                return False
+            self.rfile.read(end + 4)
+            self.command, self.request_version = verb, "HTTP/1.1"
+            status, out_headers, body = answer
+            head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}\r\n", f"Date: {_http_date()}\r\n"]
+            head += [f"{k}: {v}\r\n" for k, v in out_headers]
+            head.append("\r\n")
+            pending = "".join(head).encode("latin-1")
+            length = next(int(v) for k, v in out_headers if k == "Content-Length")
+            sent = 0
+            for data in body:
+                if verb == "GET" and data:
+                    self.wfile.write(pending + data if pending else data)
+                    pending = b""
+                    sent += len(data)
+            if pending:
+                self.wfile.write(pending)
+            self.wfile.flush()
+            self.close_connection = verb == "GET" and sent != length
+            return True
 
         def run_wsgi(self) -> None:
             h = self.headers
@@ -649,6 +746,17 @@ def keep_alive_handler() -> type:
                     body.close()
 
     return KeepAliveRequestHandler
+
+
+_date_cache: list[Any] = [0, ""]
+
+
+def _http_date() -> str:
+    """The Date header, formatted once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, formatdate(now, usegmt=True)]
+    return str(_date_cache[1])
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

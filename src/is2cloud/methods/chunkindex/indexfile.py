@@ -177,11 +177,15 @@ def _parquet_file(location: str | os.PathLike[str], credentials: Any):  # -> pya
             raise ChunkIndexError(f"there is no chunk index at {text}") from None
         except OSError as exc:
             raise ChunkIndexError(f"cannot open the chunk index at {text}: {str(exc)[:200]}") from None
+    else:
+        if not Path(text).exists():
+            raise ChunkIndexError(f"there is no chunk index at {text}")
+        handle = text
+    try:
         return pq.ParquetFile(handle, pre_buffer=True)
-    path = Path(text)
-    if not path.exists():
-        raise ChunkIndexError(f"there is no chunk index at {text}")
-    return pq.ParquetFile(str(path), pre_buffer=True)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: a thrift or magic-bytes error
+        raise ChunkIndexError(f"{text} is not a readable chunk index (a Parquet file): {str(exc)[:200]}; "
+                              "rebuild it with `is2cloud index build`") from None
 
 
 def _file_meta(pf: Any, where: str) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""bench: measure's bookkeeping, compare's table and sentence, the server's cost per request."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from is2cloud.bench import Measurement, append_result, compare, load_results, measure
+
+
+def _m(name: str, wall: float, gets: int, nbytes: float, **kw) -> Measurement:
+    base = dict(mode="local", scale="book", profile="in-region", cpu_s=1.0, peak_rss_MB=100.0, granules=28,
+                rows=1000, physical_bytes=10e6, lower_bound_s=0.5, concurrency=8, cores=2)
+    base.update(kw)
+    return Measurement(name, wall_s=wall, gets=gets, get_bytes=int(nbytes), **base)
+
+
+def test_measure_reads_rows_and_granules_from_the_result(tmp_path):
+    frame = pd.DataFrame({"granule": ["a", "a", "b"], "h_li": [1.0, 2.0, 3.0]})
+    with measure("x", results=tmp_path / "m.csv", physical_bytes=123) as m:
+        m.result = frame
+    assert (m.rows, m.granules, m.physical_bytes) == (3, 2, 123)
+    with measure("y", results=tmp_path / "m.csv", granules=5) as m2:
+        m2.result = frame
+    assert (m2.rows, m2.granules) == (3, 5)  # given values win
+    table = load_results(tmp_path / "m.csv")
+    assert list(table["name"]) == ["x", "y"] and "result" not in table.columns
+
+
+def test_results_written_by_another_version_keep_every_row(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("name,wall_s\nold,1.5\n")
+    append_result(_m("new", 2.0, 1, 1), path)
+    table = pd.read_csv(path)
+    assert list(table["name"]) == ["old", "new"] and table["wall_s"].tolist() == [1.5, 2.0]
+
+
+def test_compare_says_what_was_measured_on_what():
+    base = _m("baseline (tuned)", 40.0, 393, 1600e6)
+    fast = _m("chunk index", 2.5, 915, 10.3e6)
+    build = _m("chunk index build", 57.5, 197, 1600e6)
+    c = compare(base, fast, preparations={"chunk index": build})
+    assert "16.0x faster" in c.sentence and "1.03x against 160.0x the physical limit" in c.sentence
+    assert "pays for itself after 2 queries" in c.sentence
+    assert "28 synthetic v006 granules, 2 CPU cores" in c.sentence and "'in-region'" in c.sentence
+    assert list(c.table.index) == ["baseline (tuned)", "chunk index"]
+    assert "x physical limit" in c.styled.to_html()
+    assert len(c.chart()) == 4
+    slow = compare(fast, base)
+    assert "16.0x slower" in slow.sentence
+    quick = compare(base, fast, preparations={"chunk index": _m("chunk index build", 17.5, 197, 1600e6)})
+    assert "pays for itself on the first query" in quick.sentence
+
+
+def test_compare_refuses_what_is_not_comparable():
+    with pytest.raises(ValueError, match="different scales"):
+        compare(_m("a", 1, 1, 1), _m("b", 1, 1, 1, scale="bench"))
+    with pytest.raises(ValueError, match="not compared"):
+        compare(_m("a", 1, 1, 1), preparations={"b": _m("b", 1, 1, 1)})
+    with pytest.raises(ValueError, match="at least one"):
+        compare()
+
+
+def test_server_cost_suite_measures_the_servers_cpu_per_get(archive_cloud, test_archive, tmp_path):
+    from is2cloud.localcloud.cost import benchmark
+
+    [m] = benchmark("test", archive_cloud, test_archive, requests=300, results=tmp_path / "b.csv")
+    assert m.gets == 300 and m.server_cpu_s is not None and m.server_cpu_s > 0
+    assert "server CPU per ranged GET" in m.notes and archive_cloud.profile_name == "none"
+
+
+def test_readme_figures_come_from_the_kept_results(tmp_path):
+    from is2cloud.bench import figures_markdown, merge_results
+
+    a = pd.DataFrame([_m("baseline (tuned)", 40.0, 393, 1600e6).as_row() | {"suite": "baseline", "commit": "abc"},
+                      _m("chunk index", 2.5, 915, 10.3e6, notes="14.0x faster").as_row()
+                      | {"suite": "chunkindex", "commit": "abc"}])
+    b = pd.DataFrame([_m("baseline (tuned)", 38.0, 393, 1600e6).as_row() | {"suite": "baseline", "commit": "def"}])
+    merged = merge_results(a, b)
+    assert sorted(merged["wall_s"]) == [2.5, 38.0]  # baseline's book run replaced, chunk index kept
+    text = figures_markdown(merged)
+    assert "**baseline, book scale**: `.venv/bin/is2cloud bench --suite baseline --scale book`, at def" in text
+    assert "| chunk index | 2.50 |" in text and "- chunk index: 14.0x faster" in text
+    assert text.index("**baseline") < text.index("**chunkindex")
