@@ -4,6 +4,7 @@ unparseable and mismatched sidecars, nothing committed on failure, earthdata mod
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import h5py
@@ -274,3 +275,45 @@ def test_earthdata_mode_uses_daac_credentials(monkeypatch, store, creds):
     container = config.virtual_chunk_containers["s3://nsidc-cumulus-prod-protected/"]
     assert "us-west-2" in repr(container.store) and "127.0.0.1" not in repr(container.store)
     assert "daac-secret" not in repr(container)
+
+
+# -- the DMR++ route, with the book's sidecar writer (is2cloud.dmrpp) ---------------------------------------
+
+
+def test_dmrpp_route_reads_no_granule_bytes(own, put, creds, bucket, archive_cloud, tmp_path):
+    """A nested sidecar next to the granule: prepare reads the sidecar only (no GET of the .h5), the
+    COMPACT scalar comes from the sidecar's base64 and the COMPACT variable is listed; same rows."""
+    from is2cloud.dmrpp import write_dmrpp
+
+    url, _, path = own
+    key = url.split("/", 3)[3]
+    put(key, path.read_bytes())  # restore the object (a test above changes it)
+    name = url.rsplit("/", 1)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the writer warns about what DMR++ cannot hold
+        nested = write_dmrpp(path, "nested", name=name)
+        flat = write_dmrpp(path, "nsidc-flat", name=name)
+    put(key + ".dmrpp", nested.encode())
+    try:
+        seq = archive_cloud.seq
+        st = virtual.prepare([url], out=f"s3://{bucket}/virtual/dmrpp", credentials=creds, out_credentials=creds,
+                             parser="dmrpp")
+        gets = [r for r in archive_cloud.ledger(seq) if r.verb == "GET" and r.key and r.key.startswith(key)]
+        assert [r.key for r in gets] == [key + ".dmrpp"]  # the sidecar, never the granule
+        assert st.stats["parsers"] == {name: "dmrpp"} and st.stats["gets"] == 1
+        for aoi in ANTIMERIDIAN_AOIS[:2]:
+            got = virtual.subset(st, aoi, credentials=creds, out_credentials=creds)
+            assert (got["rgt"] > 0).all()
+            assert_same_rows(baseline.subset([url], aoi, credentials=creds, client="sync"), got,
+                             names=("baseline", "virtual (DMR++)"))
+        with pytest.raises(CompactVariableError, match=f"{name}.*h_compact"):
+            virtual.subset(st, ANTIMERIDIAN_AOIS[0], (*baseline.DEFAULT_VARIABLES, "h_compact"), credentials=creds,
+                           out_credentials=creds)
+        # NSIDC's flattened style: VirtualiZarr 2.8.0 cannot parse it -> HDFParser, with a warning
+        put(key + ".dmrpp", flat.encode())
+        with pytest.warns(UserWarning, match=f"{name}: VirtualiZarr cannot parse its DMR\\+\\+ sidecar"):
+            st = virtual.prepare([url], out=f"s3://{bucket}/virtual/dmrpp-flat", credentials=creds,
+                                 out_credentials=creds)
+        assert st.stats["parsers"] == {name: "hdf"}
+    finally:
+        put.s3.delete_object(Bucket=bucket, Key=key + ".dmrpp")
