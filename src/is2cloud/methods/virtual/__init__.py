@@ -31,7 +31,8 @@ from is2cloud.methods.virtual.errors import (
     StaleStoreError,
     VirtualStoreError,
 )
-from is2cloud.methods.virtual.sidecar import parse_granule, sidecar_url
+from is2cloud.dmrpp import sidecar_url
+from is2cloud.methods.virtual.sidecar import parse_granule
 from is2cloud.methods.virtual.store import FORMAT, VirtualStore, default_location, open_store, prepare, subset
 
 NAME = "virtual"

@@ -32,24 +32,20 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from is2cloud.dmrpp import sidecar_url
 from is2cloud.methods.baseline import GROUP
 from is2cloud.methods.lazyread import SCALARS
 from is2cloud.methods.ranges import BlockFile, ObjectId
 from is2cloud.methods.schema import TRACK_IDS
 from is2cloud.methods.virtual.errors import SidecarError, VirtualStoreError
 
-__all__ = ["EAGER_BYTES", "ParsedGranule", "Parser", "parse_granule", "sidecar_url"]
+__all__ = ["EAGER_BYTES", "ParsedGranule", "Parser", "parse_granule"]
 
 Parser = Literal["auto", "dmrpp", "hdf"]
 EAGER_BYTES = 512 * 2**20  # the HDF5 route fetches objects up to this size whole (concurrent 8 MiB blocks)
 BLOCK_BYTES = 8 * 2**20
 _NS = {"dap": "http://xml.opendap.org/ns/DAP/4.0#", "dmrpp": "http://xml.opendap.org/dap/dmrpp/1.0.0#"}
 _PARSE_ERRORS = (ET.ParseError, KeyError, ValueError, TypeError, AttributeError, IndexError, UnboundLocalError)
-
-
-def sidecar_url(url: str) -> str:
-    """Where NSIDC keeps a granule's DMR++: ``<granule URL>.dmrpp``."""
-    return url + ".dmrpp"
 
 
 @dataclass
@@ -90,7 +86,7 @@ def _fetch_sidecar(obj: ObjectId, store: Any) -> tuple[bytes, dt.datetime | None
     import obstore
 
     try:
-        result = obstore.get(store, obj.key + ".dmrpp")
+        result = obstore.get(store, sidecar_url(obj.key))
     except FileNotFoundError:
         return None
     return bytes(result.bytes()), result.meta.get("last_modified")
