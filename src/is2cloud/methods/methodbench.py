@@ -23,7 +23,7 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
     prepared)`` may add measurements (e.g. kerchunk's preparation costs). The notes of the method's
     measurement give its speed-up over the tuned baseline, bytes over the physical limit, and how its
     bytes split between granule objects and the artefact."""
-    from is2cloud.bench import measure
+    from is2cloud.bench import append_result, measure
     from is2cloud.geoparquet import write_geoparquet
     from is2cloud.methods import baseline
     from is2cloud.methods.identity import assert_same_rows
@@ -40,13 +40,14 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
     out: list[Any] = []
     frames: dict[str, Any] = {}
     try:
-        with measure(f"{title} prepare", method=method, cloud=cloud, scale=scale, results=results, notes=label,
+        with measure(f"{title} prepare", method=method, cloud=cloud, scale=scale, record=False, notes=label,
                      granules=len(granules)) as mp:
             prepared = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
                                client=scene.client)
         mp.notes = (f"{label}; artefact {prepared.nbytes / 1e6:.3f} MB; {mp.wall_s / len(granules):.2f} s per "
                     f"granule; {prepared.stats.get('gets')} GETs, {prepared.stats.get('bytes_read', 0) / 1e6:.2f} MB "
                     "read by the method")
+        append_result(mp, results)  # recorded once its notes are complete
         out.append(mp)
         if extra is not None:
             out.extend(extra(scene, prepared))
@@ -62,7 +63,7 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
             out.append(m0)
             frames.setdefault("baseline", gdf)
             seq = cloud.seq
-            with measure(f"{title} -> GeoParquet", method=method, cloud=cloud, scale=scale, results=results,
+            with measure(f"{title} -> GeoParquet", method=method, cloud=cloud, scale=scale, record=False,
                          notes=f"{label}; {run_}", granules=len(granules), physical_bytes=limit.nbytes) as m1:
                 m1.result = gdf = subset(prepared, area, credentials=credentials, out_credentials=credentials)
                 write_geoparquet(gdf, f"s3://{bucket}/bench/{method}-{scale}.parquet", credentials=credentials)
@@ -72,6 +73,7 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
                         f"{m1.bytes_ratio or float('nan'):.2f}x the physical limit; {len(gets) - len(mine)} granule "
                         f"GETs ({sum(r.bytes for r in gets if r not in mine) / 1e6:.2f} MB) + {len(mine)} artefact "
                         f"GETs ({sum(r.bytes for r in mine) / 1e6:.3f} MB)")
+            append_result(m1, results)
             out.append(m1)
             frames.setdefault(method, gdf)
     finally:
