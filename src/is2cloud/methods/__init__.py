@@ -24,7 +24,7 @@ from is2cloud.methods.schema import (
 )
 
 # In book order (the chapter each is taught in); a method is listed once its module exists.
-METHODS: tuple[str, ...] = ("baseline", "repacked", "chunkindex")
+METHODS: tuple[str, ...] = ("baseline", "virtual", "kerchunk", "repacked", "chunkindex")
 
 
 def available() -> list[ModuleType]:

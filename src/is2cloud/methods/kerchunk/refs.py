@@ -1,0 +1,302 @@
+"""kerchunk reference sets of the granules (one per granule, JSON, in your bucket) and subsetting from them.
+
+Why one set per granule: ``MultiZarrToZarr`` cannot concatenate nested-group granules along time (it
+silently keeps the first granule, or raises). Why JSON rather than kerchunk's Parquet: a granule's
+set is small (an ATL06 granule: a few thousand references, ~100 kB) and is read whole by every
+subset, so one object is one GET and one atomic PUT; the Parquet layout (a directory of many objects,
+loaded lazily) pays off for sets of millions of references, and cannot be written atomically.
+
+Layout at ``out`` (an ``s3://`` prefix): ``<granule>.<run>.json`` per granule (``{"version": 1,
+"refs": {...}}``, zarr v2 keys, plus ``"is2cloud"``: the granule's record) and ``references.json``,
+the store's manifest (format, granule -> record, reference file, inline threshold, open configuration),
+written last. A failed prepare deletes the reference files it wrote and leaves the manifest as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from is2cloud.methods.baseline import earthaccess_block_size, s3fs_defaults
+from is2cloud.methods.kerchunk.errors import (
+    MissingReferencesError,
+    OutsideReferencesError,
+    ReferenceError_,
+    StaleReferencesError,
+)
+from is2cloud.methods.lazyread import read_granules
+from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
+from is2cloud.methods.ranges import split_url
+
+__all__ = ["FORMAT", "MANIFEST", "OPEN_CONFIGS", "ReferenceStore", "compact_threshold", "default_location",
+           "open_options", "prepare", "read_manifest", "subset", "translate"]
+
+FORMAT = "is2cloud-kerchunk/1"
+MANIFEST = "references.json"
+OpenConfig = Literal["h5cloud", "readahead", "none", "blockcache", "all"]
+OPEN_CONFIGS: tuple[str, ...] = ("h5cloud", "readahead", "none", "blockcache", "all")
+
+
+def open_options(config: OpenConfig, size: int) -> dict[str, Any]:
+    """``fs.open(url, **options)`` of an open configuration for an object of ``size`` bytes:
+
+    * ``h5cloud``: the published call, ``mode="rb", default_fill_cache=False, default_cache_type="first"``
+      (both keywords belong to the ``S3FileSystem`` constructor: ``open`` ignores them, so the file uses
+      s3fs's read-ahead cache; :func:`is2cloud.methods.kerchunk.costs.cache_of`);
+    * ``readahead``: s3fs's defaults; ``none``: no cache (one GET per h5py read);
+    * ``blockcache``: earthaccess's block cache (4/8/16 MiB blocks by object size);
+    * ``all``: the whole object in one GET.
+    """
+    if config == "h5cloud":
+        return {"mode": "rb", "default_fill_cache": False, "default_cache_type": "first"}
+    if config == "readahead":
+        return {"mode": "rb", **s3fs_defaults()}
+    if config == "none":
+        return {"mode": "rb", "cache_type": "none"}
+    if config == "blockcache":
+        return {"mode": "rb", "cache_type": "blockcache", "block_size": earthaccess_block_size(size)}
+    if config == "all":
+        return {"mode": "rb", "cache_type": "all"}
+    raise ValueError(f"open_config must be one of {', '.join(OPEN_CONFIGS)}, not {config!r}")
+
+
+@dataclass(frozen=True)
+class ReferenceStore:
+    """The handle of prepared references (:class:`is2cloud.methods.protocol.Prepared`): the store's
+    location, its granules, the bytes of its objects and what preparing read (``stats``: ``gets``,
+    ``bytes_read`` (s3fs's counters), ``seconds``, per granule ``inline_threshold`` and ``refs``)."""
+
+    location: str
+    granules: tuple[str, ...]
+    nbytes: int
+    stats: dict[str, Any] = field(default_factory=dict, compare=False)
+    method: str = "kerchunk"
+
+
+def default_location(product: str = "ATL06", version: str = "006", bucket: str | None = None) -> str:
+    """Where the book keeps the references: ``kerchunk/<P>_<V>`` under the output location
+    (``s3://<output bucket>/<output prefix>/``), or at the root of ``bucket``."""
+    from is2cloud.settings import get_settings
+
+    name = f"kerchunk/{product.upper()}_{version}"
+    if bucket:
+        return f"s3://{bucket}/{name}"
+    settings = get_settings()
+    if not settings.output_bucket:
+        raise ReferenceError_("no output bucket is configured (IS2CLOUD_OUTPUT_BUCKET) for the references")
+    return settings.output_url(name)
+
+
+def compact_threshold(h5: Any) -> tuple[int, list[str]]:
+    """The smallest ``inline_threshold`` that inlines every COMPACT dataset of ``h5`` (kerchunk inlines
+    one only when its size is below the threshold; otherwise it reads as zeros), and their paths."""
+    import h5py
+
+    compact: dict[str, int] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.id.get_create_plist().get_layout() == h5py.h5d.COMPACT:
+            compact[name] = int(obj.nbytes)
+
+    h5.visititems(visit)
+    return (max(compact.values()) + 1 if compact else 0), sorted(compact)
+
+
+def translate(fileobj: Any, url: str, name: str) -> tuple[dict[str, Any], int]:
+    """``SingleHdf5ToZarr(fileobj, url, inline_threshold=..., error="raise").translate()`` with the
+    threshold of :func:`compact_threshold`; checks every COMPACT dataset was inlined. Returns the
+    references and the threshold. Raises :class:`ReferenceError_` naming the granule."""
+    import h5py
+    from kerchunk.hdf import SingleHdf5ToZarr
+
+    try:
+        with h5py.File(fileobj, "r") as h5:
+            threshold, compact = compact_threshold(h5)
+        refs = SingleHdf5ToZarr(fileobj, url, inline_threshold=threshold, error="raise").translate()
+    except OSError as exc:
+        fileobj.seek(0)
+        head = fileobj.read(8)
+        raise ReferenceError_(f"{name}: cannot make references: the object is not an HDF5 file (h5py: "
+                              f"{str(exc).splitlines()[0]}; it starts with {head!r})") from None
+    not_inlined = [p for p in compact if not any(k.startswith(f"{p}/") and not k.endswith((".zarray", ".zattrs"))
+                                                 for k in refs["refs"])]
+    if not_inlined:
+        raise ReferenceError_(f"{name}: COMPACT datasets not inlined at inline_threshold={threshold}: "
+                              f"{', '.join(not_inlined[:5])}")
+    return refs, threshold
+
+
+def _make(rec: GranuleRecord, *, credentials: Any, open_config: OpenConfig) -> dict[str, Any]:
+    """The worker: open one granule with the configuration's cache and translate it."""
+    fs = credentials.fresh().s3fs()
+    with fs.open(rec.url, **open_options(open_config, rec.size)) as f:
+        refs, threshold = translate(f, rec.url, rec.name)
+        cache = f.cache  # fsspec's counters: fetches (misses) and bytes requested
+    return {"refs": refs, "inline_threshold": threshold, "gets": int(getattr(cache, "miss_count", 0)),
+            "bytes_read": int(getattr(cache, "total_requested_bytes", 0))}
+
+
+def _put(store: Any, key: str, body: bytes) -> None:
+    import obstore
+
+    obstore.put(store, key, body)
+
+
+def read_manifest(location: str, out_credentials: Any) -> dict[str, Any] | None:
+    """The store's manifest (None when there is none)."""
+    import obstore
+
+    bucket, prefix = split_url(location.rstrip("/") + "/" + MANIFEST)
+    try:
+        return json.loads(bytes(obstore.get(out_credentials.obstore(bucket), prefix).bytes()))
+    except FileNotFoundError:
+        return None
+
+
+def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = None, credentials: Any = None,
+            out_credentials: Any = None, client: Any = None, progress: bool | None = None,
+            open_config: OpenConfig = "blockcache", mode: Literal["append", "overwrite"] = "append"
+            ) -> ReferenceStore:
+    """kerchunk references for each of ``granules`` (``earthaccess.DataGranule`` records or ``s3://``
+    URLs), written to ``out`` (an ``s3://`` prefix; default :func:`default_location`).
+
+    Each granule is opened through s3fs with ``open_config`` (:func:`open_options`; default: earthaccess's
+    block cache) and translated by ``SingleHdf5ToZarr`` with ``error="raise"`` and the inline threshold
+    that inlines its COMPACT datasets (:func:`translate`). ``mode="append"`` keeps the granules already
+    in the store (replacing those given again), ``"overwrite"`` keeps only these. ``credentials`` read
+    the granules (default ``get_credentials("read")``), ``out_credentials`` write the references
+    (default ``get_credentials("write")``). ``client``: see :func:`is2cloud.parallel.map_granules`.
+    Raises :class:`ReferenceError_` naming every granule that failed; nothing is left half-written.
+    """
+    import obstore
+
+    from is2cloud.access import get_credentials
+    from is2cloud.catalog import NoGranulesError
+    from is2cloud.parallel import GranuleError, map_granules
+
+    t0 = time.perf_counter()
+    open_options(open_config, 0)  # checks the name
+    if mode not in ("append", "overwrite"):
+        raise ValueError(f"mode must be 'append' or 'overwrite', not {mode!r}")
+    items, srcs = sources(granules, "kerchunk")
+    if not items:
+        raise NoGranulesError("no granules to make references for: the list is empty")
+    credentials = credentials if credentials is not None else get_credentials("read")
+    out_credentials = out_credentials if out_credentials is not None else get_credentials("write")
+    location = os.fspath(out).rstrip("/") if out is not None else default_location()
+    records = record_granules(items, srcs, credentials, ReferenceError_)
+    try:
+        made = map_granules(_make, records, client, progress=progress, label="kerchunk references",
+                            credentials=credentials, open_config=open_config)
+    except GranuleError as exc:
+        raise ReferenceError_(f"{exc}\nnothing was written") from None
+    bucket, prefix = split_url(location + "/" + MANIFEST)
+    prefix = prefix.rsplit("/", 1)[0]
+    store = out_credentials.obstore(bucket)
+    old = read_manifest(location, out_credentials) or {"granules": {}}
+    entries = {} if mode == "overwrite" else dict(old.get("granules", {}))
+    run = uuid.uuid4().hex[:12]
+    written: list[str] = []
+    nrefs = {}
+    try:
+        for rec, m in zip(records, made):
+            key = f"{prefix}/{rec.name}.{run}.json"
+            _put(store, key, json.dumps({**m["refs"], "is2cloud": rec.to_dict()}).encode())
+            written.append(key)
+            entries[rec.name] = {**rec.to_dict(), "refs": key.rsplit("/", 1)[1], "open_config": open_config,
+                                 "inline_threshold": m["inline_threshold"]}
+            nrefs[rec.name] = len(m["refs"]["refs"])
+        manifest = {"format": FORMAT, "granules": dict(sorted(entries.items()))}
+        _put(store, f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=1).encode())
+    except BaseException:
+        if written:
+            obstore.delete(store, written)
+        raise
+    _delete_unused(store, prefix, old, manifest)
+    sizes = {o["path"]: int(o["size"]) for b in obstore.list(store, prefix=prefix + "/") for o in b}
+    keep = {f"{prefix}/{e['refs']}" for e in manifest["granules"].values()} | {f"{prefix}/{MANIFEST}"}
+    stats = {"granules": len(records), "gets": sum(m["gets"] for m in made),
+             "bytes_read": sum(m["bytes_read"] for m in made), "seconds": time.perf_counter() - t0, "open_config": open_config,
+             "inline_threshold": {r.name: m["inline_threshold"] for r, m in zip(records, made)}, "refs": nrefs}
+    return ReferenceStore(location, tuple(manifest["granules"]), sum(sizes.get(k, 0) for k in keep), stats)
+
+
+def _delete_unused(store: Any, prefix: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Delete reference files the new manifest no longer points at (after it was written)."""
+    import obstore
+
+    used = {e["refs"] for e in new["granules"].values()}
+    stale = [f"{prefix}/{e['refs']}" for e in old.get("granules", {}).values() if e.get("refs") not in used]
+    if stale:
+        obstore.delete(store, stale)
+
+
+# -- subset -------------------------------------------------------------------------------------------------
+
+
+def _open_refs(location: str, entry: dict[str, Any], *, credentials: Any, out_credentials: Any) -> Any:
+    """A granule's references as a read-only Zarr group (fsspec reference filesystem, async, zarr 3)."""
+    import obstore
+    import zarr
+    from kerchunk.utils import refs_as_store
+
+    name = entry["name"]
+    bucket, key = split_url(f"{location}/{entry['refs']}")
+    try:
+        doc = json.loads(bytes(obstore.get(out_credentials.obstore(bucket), key).bytes()))
+    except FileNotFoundError:
+        raise MissingReferencesError(f"{name}: its reference file s3://{bucket}/{key} is missing; prepare the "
+                                     "references again") from None
+    mine = doc.pop("is2cloud", {})
+    if mine.get("etag") != entry["etag"] or int(mine.get("size", -1)) != int(entry["size"]):
+        raise StaleReferencesError(f"{name}: its reference file s3://{bucket}/{key} was made for another version "
+                                   f"of the granule (ETag {mine.get('etag')}, the store records {entry['etag']})")
+    # refs_as_store writes "asynchronous" into the remote_options it is given: always a fresh copy
+    store = refs_as_store(doc, read_only=True, remote_protocol="s3",
+                          remote_options=dict(credentials.fresh().storage_options()))
+    return zarr.open_group(store, mode="r", zarr_format=2)
+
+
+def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None = None, *,
+           credentials: Any = None, out_credentials: Any = None, client: Any = None,
+           progress: bool | None = None):  # -> geopandas.GeoDataFrame
+    """The rows inside ``aoi`` of every granule of the references (the handle :func:`prepare` returned,
+    or its location), in the canonical schema: the same rows as the baseline.
+
+    Reads the manifest, HEADs every granule object (:class:`StaleReferencesError` naming a changed or
+    deleted one), refuses an AOI outside every recorded footprint (:class:`OutsideReferencesError`),
+    then per granule opens its reference set and reads it lazily with
+    :func:`is2cloud.methods.lazyread.read_granule_group`. A missing reference file raises
+    :class:`MissingReferencesError`, a variable not in the references
+    :class:`~is2cloud.methods.baseline.MissingVariableError`. ``client="sync"``: one granule at a time.
+    """
+    from is2cloud.access import get_credentials
+    from is2cloud.aoi import load_aoi
+    from is2cloud.methods.baseline import DEFAULT_VARIABLES, assemble, check_variables
+
+    area = load_aoi(aoi)
+    variables = check_variables(DEFAULT_VARIABLES if variables is None else variables)
+    credentials = credentials if credentials is not None else get_credentials("read")
+    out_credentials = out_credentials if out_credentials is not None else get_credentials("write")
+    location = str(getattr(prepared_or_location, "location", prepared_or_location)).rstrip("/")
+    manifest = read_manifest(location, out_credentials)
+    if manifest is None or manifest.get("format") != FORMAT:
+        raise MissingReferencesError(f"there are no kerchunk references of this book at {location} (no "
+                                     f"{MANIFEST}, or another format)")
+    entries = manifest["granules"]
+    missing = sorted(set(getattr(prepared_or_location, "granules", ()) or ()) - set(entries))
+    if missing:
+        raise StaleReferencesError(f"{', '.join(missing)}: not in the references at {location} any more")
+    records = [GranuleRecord.from_dict(e) for e in entries.values()]
+    what = f"kerchunk references at {location}"
+    check_fresh(credentials, records, what, StaleReferencesError)
+    names = sorted(r.name for r in check_coverage(area, records, what, OutsideReferencesError))
+    parts = read_granules(lambda n: _open_refs(location, entries[n], credentials=credentials,
+                                               out_credentials=out_credentials),
+                          names, area, variables, client=client, progress=progress, label="kerchunk")
+    return assemble(parts, variables)

@@ -1,0 +1,82 @@
+"""The benchmark shared by the virtual methods (notebooks 04 and 05): in one run at a scale, measure the
+prepare step, then the tuned baseline and the method's subset, each written as GeoParquet to the
+output bucket, with identical rows asserted (:func:`run`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["run"]
+
+
+def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..., Any],
+        subset: Callable[..., Any], aoi: Any = None, profile: str = "in-region", client: Any = None,
+        repeat: int = 1, results: str | os.PathLike[str] | None = None,
+        extra: Callable[[Any, Any], list] | None = None) -> list:  # -> list[bench.Measurement]
+    """Measure ``<title> prepare`` (``prepare(granules, out=..., credentials=..., out_credentials=...,
+    client=...)``),
+    then ``repeat`` times ``baseline (tuned) -> GeoParquet`` and ``<title> -> GeoParquet``
+    (``subset(prepared, area, credentials=..., out_credentials=...)``) on the Greenland AOI at ``scale``
+    (``cloud`` serves that archive; its profile is set to ``profile`` and restored). ``extra(scene,
+    prepared)`` may add measurements (e.g. kerchunk's preparation costs). The notes of the method's
+    measurement give its speed-up over the tuned baseline, bytes over the physical limit, and how its
+    bytes split between granule objects and the artefact."""
+    from is2cloud.bench import append_result, measure
+    from is2cloud.geoparquet import write_geoparquet
+    from is2cloud.methods import baseline
+    from is2cloud.methods.identity import assert_same_rows
+    from is2cloud.methods.ranges import split_url
+    from is2cloud.settings import get_settings
+
+    scene = baseline.bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
+    area, granules, credentials, limit = scene.area, scene.granules, scene.credentials, scene.limit
+    bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
+    location = f"s3://{bucket}/bench/{method}-{scale}"
+    label = f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules"
+    before = cloud.profile_name
+    cloud.set_profile(profile)
+    out: list[Any] = []
+    frames: dict[str, Any] = {}
+    try:
+        with measure(f"{title} prepare", method=method, cloud=cloud, scale=scale, record=False, notes=label,
+                     granules=len(granules)) as mp:
+            prepared = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
+                               client=scene.client)
+        mp.notes = (f"{label}; artefact {prepared.nbytes / 1e6:.3f} MB; {mp.wall_s / len(granules):.2f} s per "
+                    f"granule; {prepared.stats.get('gets')} GETs, {prepared.stats.get('bytes_read', 0) / 1e6:.2f} MB "
+                    "read by the method")
+        append_result(mp, results)  # recorded once its notes are complete
+        out.append(mp)
+        if extra is not None:
+            out.extend(extra(scene, prepared))
+        artefact_key = split_url(location)[1]
+        for i in range(repeat):
+            run_ = f"run {i + 1}/{repeat}"
+            with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
+                         results=results, notes=f"{label}; earthaccess blockcache; {run_}", granules=len(granules),
+                         physical_bytes=limit.nbytes) as m0:
+                m0.result = gdf = baseline.subset(granules, area, config="tuned", credentials=credentials,
+                                                  client=scene.client)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
+            out.append(m0)
+            frames.setdefault("baseline", gdf)
+            seq = cloud.seq
+            with measure(f"{title} -> GeoParquet", method=method, cloud=cloud, scale=scale, record=False,
+                         notes=f"{label}; {run_}", granules=len(granules), physical_bytes=limit.nbytes) as m1:
+                m1.result = gdf = subset(prepared, area, credentials=credentials, out_credentials=credentials)
+                write_geoparquet(gdf, f"s3://{bucket}/bench/{method}-{scale}.parquet", credentials=credentials)
+            gets = [r for r in cloud.ledger(seq) if r.verb == "GET" and r.key]
+            mine = [r for r in gets if r.key.startswith(artefact_key)]
+            m1.notes = (f"{label}; {run_}; {m0.wall_s / m1.wall_s:.1f}x faster than baseline (tuned); bytes "
+                        f"{m1.bytes_ratio or float('nan'):.2f}x the physical limit; {len(gets) - len(mine)} granule "
+                        f"GETs ({sum(r.bytes for r in gets if r not in mine) / 1e6:.2f} MB) + {len(mine)} artefact "
+                        f"GETs ({sum(r.bytes for r in mine) / 1e6:.3f} MB)")
+            append_result(m1, results)
+            out.append(m1)
+            frames.setdefault(method, gdf)
+    finally:
+        cloud.set_profile(before)
+    assert_same_rows(frames["baseline"], frames[method], names=("baseline (tuned)", title))
+    return out

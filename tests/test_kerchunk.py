@@ -1,0 +1,210 @@
+"""Notebook 05's kerchunk references against the embedded cloud: the baseline's rows (several AOI
+shapes, the antimeridian), COMPACT data inlined, bad input (not HDF5, stale or missing reference files,
+a missing variable), nothing half-written, and the preparation costs of each open configuration.
+
+Translating one synthetic ATL06 granule takes kerchunk ~20 s on a loaded 2-core machine, so one store
+(one Greenland granule and the antimeridian granule with COMPACT data) serves most tests; stale and
+missing references are made by copying that store's objects, not by translating again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from granule_specs import ANTIMERIDIAN_AOIS, antimeridian_atl06
+from shapely.geometry import Polygon, box
+from test_virtual import with_compact
+
+from is2cloud.aoi import load_aoi
+from is2cloud.methods import baseline, check_canonical, kerchunk
+from is2cloud.methods.baseline import MissingVariableError
+from is2cloud.methods.identity import assert_same_rows
+from is2cloud.methods.kerchunk import (
+    MissingReferencesError,
+    OutsideReferencesError,
+    ReferenceError_,
+    StaleReferencesError,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+GREENLAND = REPO / "data" / "greenland_aoi.geojson"
+AM_NAME = "ATL06_20190101000000_00010303_006_01.h5"
+_W, _S, _E, _N = load_aoi(GREENLAND).bounds
+GREENLAND_HOLED = Polygon(box(_W, _S, _E, _N).exterior.coords, [box(_W + 0.05, _S + 0.1, _E - 0.05, _N - 0.1).exterior.coords])
+
+
+@pytest.fixture(scope="module")
+def bucket(archive_cloud):
+    return archive_cloud.buckets[0]
+
+
+@pytest.fixture(scope="module")
+def s3(creds):
+    return creds.boto3_client("s3")
+
+
+def put(s3, bucket, key, body) -> str:
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return f"s3://{bucket}/{key}"
+
+
+def keys(s3, bucket, prefix):
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+@pytest.fixture(scope="module")
+def store(granules, creds, bucket, s3, tmp_path_factory):
+    d = tmp_path_factory.mktemp("am")
+    path = with_compact(antimeridian_atl06(d), d / AM_NAME)
+    am = put(s3, bucket, f"granules/{AM_NAME}", path.read_bytes())
+    items = [granules[0], am]
+    st = kerchunk.prepare(items, out=f"s3://{bucket}/kerchunk/test", credentials=creds, out_credentials=creds,
+                          client="sync")
+    return st, items
+
+
+def test_handle_manifest_and_inlined_compact(store, creds):
+    st, items = store
+    assert st.method == "kerchunk" and len(st.granules) == 2 and st.nbytes > 0
+    manifest = kerchunk.read_manifest(st.location, creds)
+    assert manifest["format"] == kerchunk.FORMAT
+    entry = manifest["granules"][AM_NAME]
+    assert entry["inline_threshold"] > 0 and entry["open_config"] == "blockcache"
+    assert st.stats["inline_threshold"][items[0]["umm"]["GranuleUR"]] == 0  # no COMPACT data in it
+    assert st.stats["gets"] > 0 and st.stats["bytes_read"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:the AOI .* misses the footprints")  # the baseline, on the Greenland granule
+@pytest.mark.parametrize("aoi", [GREENLAND, GREENLAND_HOLED, *ANTIMERIDIAN_AOIS])
+def test_same_rows_as_baseline(store, creds, aoi):
+    st, items = store
+    got = kerchunk.subset(st.location, aoi, credentials=creds, out_credentials=creds)
+    check_canonical(got)
+    want = baseline.subset(items, aoi, credentials=creds, client="sync")
+    assert len(want) > 0
+    assert_same_rows(want, got, names=("baseline", "kerchunk"))
+    if aoi in ANTIMERIDIAN_AOIS:
+        assert (got["rgt"] > 0).all()  # the COMPACT rgt was inlined, not read as zeros
+
+
+def test_compact_variable_is_inlined(store, creds, tmp_path_factory):
+    st, items = store
+    got = kerchunk.subset(st, ANTIMERIDIAN_AOIS[0], (*baseline.DEFAULT_VARIABLES, "h_compact"), credentials=creds,
+                          out_credentials=creds)
+    assert np.array_equal(got["h_compact"].to_numpy(), got["h_li"].to_numpy())
+
+
+def test_missing_variable(store, creds):
+    st, _ = store
+    with pytest.raises(MissingVariableError, match=f"{AM_NAME}: the variable /gt.*/land_ice_segments/nope"):
+        kerchunk.subset(st, ANTIMERIDIAN_AOIS[0], (*baseline.DEFAULT_VARIABLES, "nope"), credentials=creds,
+                        out_credentials=creds)
+
+
+def test_aoi_outside(store, creds, granules, bucket, s3):
+    st, _ = store
+    copy = copy_store(s3, bucket, st.location, "kerchunk/greenland-only", drop=AM_NAME)
+    with pytest.raises(OutsideReferencesError, match="outside the kerchunk references"):
+        kerchunk.subset(copy, (10.0, 10.0, 11.0, 11.0), credentials=creds, out_credentials=creds)
+
+
+def copy_store(s3, bucket, location, prefix, drop=None, edit=None) -> str:
+    """Copy a reference store's objects to ``prefix`` (without granule ``drop``; ``edit(manifest)``)."""
+    src = location.split("/", 3)[3]
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{src}/references.json")["Body"].read())
+    if drop:
+        manifest["granules"].pop(drop)
+    for e in manifest["granules"].values():
+        s3.copy_object(Bucket=bucket, Key=f"{prefix}/{e['refs']}", CopySource={"Bucket": bucket,
+                                                                             "Key": f"{src}/{e['refs']}"})
+    if edit:
+        edit(manifest)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/references.json", Body=json.dumps(manifest).encode())
+    return f"s3://{bucket}/{prefix}"
+
+
+def test_references_older_than_the_granule(store, creds, bucket, s3):
+    st, _ = store
+
+    def older(manifest):
+        manifest["granules"][AM_NAME]["etag"] = "0" * 32
+
+    loc = copy_store(s3, bucket, st.location, "kerchunk/stale", edit=older)
+    with pytest.raises(StaleReferencesError, match=f"stale .*{AM_NAME}") as err:
+        kerchunk.subset(loc, ANTIMERIDIAN_AOIS[0], credentials=creds, out_credentials=creds)
+    for secret in (creds.secret_access_key, creds.session_token):
+        assert secret not in str(err.value)
+    # a reference file made for another version of the granule than the manifest records
+    loc = copy_store(s3, bucket, st.location, "kerchunk/other")
+    key = f"kerchunk/other/{kerchunk.read_manifest(loc, creds)['granules'][AM_NAME]['refs']}"
+    doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    doc["is2cloud"]["etag"] = "1" * 32
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    with pytest.raises(StaleReferencesError, match=f"{AM_NAME}: its reference file .* another version"):
+        kerchunk.subset(loc, ANTIMERIDIAN_AOIS[0], credentials=creds, out_credentials=creds)
+
+
+def test_missing_reference_file(store, creds, bucket, s3):
+    st, _ = store
+    loc = copy_store(s3, bucket, st.location, "kerchunk/missing")
+    entry = kerchunk.read_manifest(loc, creds)["granules"][AM_NAME]
+    s3.delete_object(Bucket=bucket, Key=f"kerchunk/missing/{entry['refs']}")
+    with pytest.raises(MissingReferencesError, match=f"{AM_NAME}: its reference file .* is missing"):
+        kerchunk.subset(loc, ANTIMERIDIAN_AOIS[0], credentials=creds, out_credentials=creds)
+    with pytest.raises(MissingReferencesError, match="no kerchunk references"):
+        kerchunk.subset(f"s3://{bucket}/kerchunk/none", GREENLAND, credentials=creds, out_credentials=creds)
+
+
+def test_not_hdf5_leaves_nothing(store, creds, bucket, s3):
+    st, _ = store
+    bad = put(s3, bucket, "bad/ATL06_20190101000000_00020303_006_01.h5", b"not an HDF5 file at all")
+    with pytest.raises(ReferenceError_, match="ATL06_20190101000000_00020303_006_01.h5.*not an HDF5 file"):
+        kerchunk.prepare([bad], out=f"s3://{bucket}/kerchunk/half", credentials=creds, out_credentials=creds,
+                         client="sync")
+    assert not keys(s3, bucket, "kerchunk/half")
+    before = keys(s3, bucket, st.location.split("/", 3)[3])
+    with pytest.raises(ReferenceError_):
+        kerchunk.prepare([bad], out=st.location, credentials=creds, out_credentials=creds, client="sync")
+    assert keys(s3, bucket, st.location.split("/", 3)[3]) == before
+
+
+# -- preparation costs --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, s3, bucket):
+    """A small HDF5 file (scattered metadata, a COMPACT dataset) to time the open configurations on."""
+    path = tmp_path_factory.mktemp("small") / "ATL06_20190101000000_00030303_006_01.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        for g in range(20):
+            for v in range(5):
+                f.create_dataset(f"g{g}/v{v}", data=rng.normal(size=3000), chunks=(1000,), compression="gzip")
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_layout(h5py.h5d.COMPACT)
+        h5py.h5d.create(f.id, b"calib", h5py.h5t.py_create(np.dtype("<f8")), h5py.h5s.create_simple((20,)),
+                        dcpl=dcpl).write(h5py.h5s.ALL, h5py.h5s.ALL, np.arange(20.0))
+    return put(s3, bucket, f"small/{path.name}", path.read_bytes())
+
+
+def test_h5cloud_keywords_are_ignored(small, creds):
+    fs = creds.s3fs()
+    got = kerchunk.cache_of(fs, small, **kerchunk.open_options("h5cloud", 0))
+    assert got["cache_name"] == got["s3fs_default"]["cache_type"] == "readahead"
+    assert got["block_size"] == got["s3fs_default"]["block_size"]
+    assert kerchunk.cache_of(fs, small, **kerchunk.open_options("none", 0))["cache_name"] == "none"
+
+
+def test_preparation_costs(small, creds, archive_cloud):
+    table = kerchunk.preparation_costs(small, credentials=creds, cloud=archive_cloud)
+    assert list(table["config"]) == [c for c, _ in kerchunk.COST_CONFIGS]
+    by = table.set_index("config")
+    none, allbytes = by.loc["no cache"], by.loc["whole object in one read"]
+    assert none["gets"] > 20 * allbytes["gets"] and allbytes["gets"] == 1  # one GET per h5py read vs one
+    assert allbytes["read_over_size"] == pytest.approx(1.0)
+    assert (table["arrays"] >= 101).all() and table["speedup"].iloc[0] == 1.0
+    assert len(table.attrs["measurements"]) == len(table)
+    assert all(m.gets == g for m, g in zip(table.attrs["measurements"], table["gets"]))
