@@ -15,9 +15,9 @@ metadata page fetched once serves every object header and chunk index in it. The
 clipping (:func:`is2cloud.methods.baseline.clip_granule`, :meth:`AOI.contains`) with
 ``rows="aoi-chunks"``: each beam's coordinates whole, then only the chunks of the other variables that
 hold rows inside the AOI; and the baseline's assembly: the canonical schema, the same rows as the
-baseline. (The page buffer still fetches a whole page for any chunk smaller than a page.) Before reading, one HEAD of the
-copy and one of its source check that the source's ETag is still the one the copy was made from: a
-stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
+baseline. (The page buffer still fetches a whole page for any chunk smaller than a page.) Before
+reading, one HEAD of the copy and one of its source check that the source's ETag is still the one the
+copy was made from: a stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
 
 :func:`read_beam_h5coro` reads the same copies with h5coro (SlideRule's reader) instead of h5py;
 :func:`open_read_group` and :func:`compare_open_read` measure opening and reading one group of a
