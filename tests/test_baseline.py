@@ -4,6 +4,7 @@ antimeridian, bad input, naive == tuned, the physical limit and the benchmark.""
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import earthaccess
@@ -20,6 +21,7 @@ from is2cloud.aoi import AOIError, load_aoi
 from is2cloud.catalog import NoGranulesError
 from is2cloud.methods import CANONICAL_COLUMNS, assert_same_rows, baseline, check_canonical
 from is2cloud.methods.baseline import open_granule, subset
+from is2cloud.methods.chunks import chunk_runs
 from is2cloud.methods.schema import FILL_VALUE_F32, TRACK_IDS
 from is2cloud.parallel import GranuleError
 
@@ -112,6 +114,73 @@ def test_clip_by_hand_on_a_small_aoi(granules, creds, test_archive):
     compare(gdf, want)
     on_edge = gdf[(gdf["track_id"] == "gt2l") & gdf["latitude"].isin([lat[i], lat[j]])]
     assert len(on_edge) == 2  # both boundary segments are kept
+
+
+def test_chunk_runs():
+    assert chunk_runs(np.array([3, 4, 25, 41]), 10, 45) == [(0, 10), (20, 30), (40, 45)]
+    assert chunk_runs(np.array([9, 10, 19, 20]), 10, 100) == [(0, 30)]  # adjacent chunks merge
+    mask = np.zeros(45, bool)
+    mask[[12, 44]] = True
+    assert chunk_runs(mask, 10, 45) == [(10, 20), (40, 45)] and chunk_runs(np.zeros(5, bool), 10, 5) == []
+    with pytest.raises(ValueError, match="rows must lie in 0..44"):
+        chunk_runs(np.array([45]), 10, 45)
+
+
+class _CountingFile(io.RawIOBase):
+    """A read-only file that counts the bytes read from it."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "rb")  # noqa: SIM115 (closed with the wrapper)
+        self.nbytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, buf) -> int:
+        n = self._f.readinto(buf)
+        self.nbytes += n
+        return n
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def test_aoi_chunks_reads_the_same_rows_from_fewer_bytes(granules, test_archive, tmp_path):
+    src = local_file(test_archive, granules[0])
+    path = tmp_path / "chunked.h5"  # 50-row chunks (the test granules fit in one 10k chunk)
+    with h5py.File(src) as f, h5py.File(path, "w") as out:
+        for beam in TRACK_IDS:
+            for v in baseline.DEFAULT_VARIABLES:
+                name = f"{beam}/land_ice_segments/{v}"
+                out.create_dataset(name, data=f[name][()], chunks=(50,), compression="gzip")
+        for p in (baseline.EPOCH, *baseline.ORBIT.values()):
+            out.create_dataset(p, data=f[p][()])
+        lat, lon = f["gt2l/land_ice_segments/latitude"][()], f["gt2l/land_ice_segments/longitude"][()]
+    i, j = len(lat) // 3, len(lat) // 3 + 120  # rows in a few chunks of gt2l, and perhaps of its pair
+    box = load_aoi((float(min(lon[i:j]) - 0.001), float(min(lat[i:j])), float(max(lon[i:j]) + 0.001),
+                    float(max(lat[i:j]))))
+    for aoi in (box, load_aoi(GREENLAND)):
+        got = {}
+        for rows in ("all", "aoi-chunks"):
+            with _CountingFile(path) as fh, h5py.File(fh, "r") as h5:
+                got[rows] = (baseline.clip_granule(h5, aoi, granule="g", rows=rows), fh.nbytes)
+        (want, all_bytes), (cols, chunk_bytes) = got["all"], got["aoi-chunks"]
+        assert list(cols) == list(want) and len(want["latitude"]) > 0
+        for c in want:
+            assert cols[c].dtype == want[c].dtype and np.array_equal(cols[c], want[c]), c
+        assert chunk_bytes < all_bytes if aoi is box else chunk_bytes <= all_bytes
+    with h5py.File(path) as h5, pytest.raises(ValueError, match="rows must be 'all' or 'aoi-chunks'"):
+        baseline.clip_granule(h5, box, granule="g", rows="some")
 
 
 def test_naive_and_tuned_return_the_same_rows(granules, creds, archive_cloud):

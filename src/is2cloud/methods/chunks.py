@@ -26,8 +26,8 @@ import numpy as np
 from is2cloud.aoi import AOI, load_aoi
 from is2cloud.methods.schema import ATL06_VARIABLES, TRACK_IDS
 
-__all__ = ["GRANULE_SCALARS", "ChunkTable", "PhysicalLimit", "aoi_rows", "chunk_table", "chunks_for_rows",
-           "physical_limit"]
+__all__ = ["GRANULE_SCALARS", "ChunkTable", "PhysicalLimit", "aoi_rows", "chunk_runs", "chunk_table",
+           "chunks_for_rows", "physical_limit"]
 
 # Per-granule values every canonical row needs (read once per granule).
 GRANULE_SCALARS: tuple[str, ...] = ("/orbit_info/rgt", "/orbit_info/cycle_number",
@@ -99,6 +99,29 @@ def chunks_for_rows(table: ChunkTable, rows: np.ndarray) -> np.ndarray:
     pos = np.searchsorted(table.row_start, idx, side="right") - 1
     ok = (pos >= 0) & (idx < table.row_stop[np.clip(pos, 0, None)])
     return np.unique(pos[ok])
+
+
+def chunk_runs(rows: np.ndarray, chunk: int, n: int) -> list[tuple[int, int]]:
+    """The chunk-aligned row ranges ``[(start, stop), ...]`` of a dataset of ``n`` rows in chunks of ``chunk``
+    rows that hold ``rows`` (a boolean mask or row numbers): adjacent chunks merge into one range, the last
+    stops at ``n``. Reading ``ds[start:stop]`` for each touches exactly the chunks holding those rows.
+
+    >>> chunk_runs(np.array([3, 4, 25, 41]), 10, 45)
+    [(0, 10), (20, 30), (40, 45)]
+    """
+    if chunk < 1 or n < 0:
+        raise ValueError(f"chunk must be >= 1 and n >= 0, not chunk={chunk}, n={n}")
+    rows = np.asarray(rows)
+    idx = np.flatnonzero(rows) if rows.dtype == bool else rows.astype("i8")
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"rows must lie in 0..{n - 1}, got {idx.min()}..{idx.max()}")
+    hit = np.unique(idx // chunk)
+    if hit.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(hit) > 1)
+    first = hit[np.r_[0, breaks + 1]]
+    last = hit[np.r_[breaks, hit.size - 1]]
+    return [(int(a) * chunk, min(int(b + 1) * chunk, n)) for a, b in zip(first, last)]
 
 
 def aoi_rows(group: h5py.Group, aoi: AOI) -> np.ndarray:

@@ -12,10 +12,12 @@ source's ETag and the page size. Granules fan out with :func:`is2cloud.parallel.
 **Subset** (:func:`subset`). Each copy is opened through an s3fs ``blockcache`` whose block is the
 page size, and with h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages): a
 metadata page fetched once serves every object header and chunk index in it. Then the baseline's own
-clipping (:func:`is2cloud.methods.baseline.clip_granule`, whole beams, :meth:`AOI.contains`) and
-assembly give the canonical schema, the same rows as the baseline. Before reading, one HEAD of the
-copy and one of its source check that the source's ETag is still the one the copy was made from: a
-stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
+clipping (:func:`is2cloud.methods.baseline.clip_granule`, :meth:`AOI.contains`) with
+``rows="aoi-chunks"``: each beam's coordinates whole, then only the chunks of the other variables that
+hold rows inside the AOI; and the baseline's assembly: the canonical schema, the same rows as the
+baseline. (The page buffer still fetches a whole page for any chunk smaller than a page.) Before
+reading, one HEAD of the copy and one of its source check that the source's ETag is still the one the
+copy was made from: a stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
 
 :func:`read_beam_h5coro` reads the same copies with h5coro (SlideRule's reader) instead of h5py;
 :func:`open_read_group` and :func:`compare_open_read` measure opening and reading one group of a
@@ -51,7 +53,7 @@ __all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "TITLE", "Copy
 NAME = "repacked"
 TITLE = "repacked (paged HDF5)"
 DESCRIPTION = ("cloud-optimized copies of the granules (h5repack -S PAGE: metadata gathered in pages) in your "
-               "bucket, read whole beams through HDF5's page buffer")
+               "bucket, read through HDF5's page buffer: coordinates, then only the AOI's chunks")
 CHAPTER = "notebooks/06_repack"
 
 PAGE_BUFFER_PAGES = 4  # h5py's page buffer holds this many pages (at least two, or it thrashes)
@@ -283,11 +285,11 @@ def _page_buffer_stats(h5: h5py.File) -> dict[str, int]:
 def read_copy(copy: Copy, *, aoi: Any, variables: Sequence[str], credentials: Any,
               out_credentials: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The worker: check the copy (:func:`check_copy`), open it (:func:`open_copy`) and clip it with the
-    baseline's :func:`~is2cloud.methods.baseline.clip_granule`; returns the columns and the page buffer's
-    statistics."""
+    baseline's :func:`~is2cloud.methods.baseline.clip_granule` (``rows="aoi-chunks"``); returns the columns
+    and the page buffer's statistics."""
     copy = check_copy(copy, credentials=credentials, out_credentials=out_credentials)
     with open_copy(copy, out_credentials) as h5:
-        cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name)
+        cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name, rows="aoi-chunks")
         return cols, _page_buffer_stats(h5)
 
 
