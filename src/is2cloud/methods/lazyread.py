@@ -34,10 +34,11 @@ import numpy as np
 
 from is2cloud.aoi import AOI
 from is2cloud.methods.baseline import DEFAULT_VARIABLES, EPOCH, GROUP, ORBIT, GranuleReadError, MissingVariableError
+from is2cloud.methods.chunks import chunk_runs
 from is2cloud.methods.schema import TRACK_IDS, atlas_time_ns
 
 __all__ = ["COMPACT_ATTR", "SCALARS", "SCALARS_ATTR", "CompactVariableError", "MissingVariableError", "read_granules",
-           "chunk_runs", "read_granule_group", "read_rows", "read_scalars"]
+           "read_granule_group", "read_rows", "read_scalars"]
 
 COMPACT_ATTR = "is2cloud:compact"  # group attribute: names of its COMPACT arrays whose data is not in the store
 SCALARS_ATTR = "is2cloud:scalars"  # group attribute: {"rgt": .., "cycle_number": .., "atlas_sdp_gps_epoch": ..}
@@ -99,16 +100,6 @@ def read_scalars(group: Any, *, granule: str) -> dict[str, Any]:
         else:
             out[name] = _read(_array(group, path, granule), slice(None), granule).ravel()[0]
     return out
-
-
-def chunk_runs(rows: np.ndarray, chunk: int, n: int) -> list[tuple[int, int]]:
-    """The chunk-aligned row ranges ``[start, stop)`` (stop clipped to ``n``) of the chunks of ``chunk``
-    rows that hold ``rows`` (sorted row indices), consecutive chunks merged into one range."""
-    if not len(rows):
-        return []
-    idx = np.unique(np.asarray(rows) // chunk)
-    breaks = np.flatnonzero(np.diff(idx) > 1) + 1
-    return [(int(run[0]) * chunk, min(int(run[-1] + 1) * chunk, n)) for run in np.split(idx, breaks)]
 
 
 async def _aread_rows(arr: Any, rows: np.ndarray, granule: str) -> np.ndarray:
