@@ -82,3 +82,15 @@ def test_readme_figures_come_from_the_kept_results(tmp_path):
     assert "**baseline, book scale**: `.venv/bin/is2cloud bench --suite baseline --scale book`, at def" in text
     assert "| chunk index | 2.50 |" in text and "- chunk index: 14.0x faster" in text
     assert text.index("**baseline") < text.index("**chunkindex")
+
+
+def test_the_readme_figures_are_generated_not_typed():
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("readme_figures", repo / "scripts" / "readme_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (repo / "README.md").read_text()
+    assert module.render(readme) == readme, "README.md's figures differ from docs/bench-results.csv: run make readme-figures"

@@ -313,3 +313,28 @@ def test_serve_prints_how_to_connect_and_stops_on_ctrl_c(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_conditional_reads_stay_lean_when_they_hold_and_fail_as_s3_does(cloud, creds):
+    """Icechunk pins virtual chunks to the ETag it recorded (If-Match): such reads must not fall back to
+    moto, which copies the whole object for every ranged GET."""
+    s3 = creds.boto3_client()
+    etag = s3.head_object(Bucket="is2cloud-scratch", Key="blob.bin")["ETag"]
+    ok = _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=0-9", "If-Match": etag})
+    assert ok[0] == 206 and ok[2] == DATA[:10]
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert _raw_get(cloud.port, "/is2cloud-scratch/blob.bin", {"Range": "bytes=0-9", "If-Modified-Since": old})[0] == 206
+    import datetime as dt
+
+    for kw, code in ((dict(IfMatch='"0000"'), "PreconditionFailed"), (dict(IfNoneMatch=etag), "304"),
+                     (dict(IfUnmodifiedSince=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)), "PreconditionFailed")):
+        with pytest.raises(ClientError) as err:  # failing conditions are moto's: S3's errors
+            s3.get_object(Bucket="is2cloud-scratch", Key="blob.bin", Range="bytes=0-9", **kw)
+        assert err.value.response["Error"]["Code"] == code, kw
+    from is2cloud.localcloud.server import _preconditions_hold
+
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(etag=etag.strip('"'), last_modified=dt.datetime(2026, 1, 1))
+    assert _preconditions_hold({"HTTP_IF_MATCH": etag}, fake) and not _preconditions_hold({"HTTP_IF_MATCH": '"x"'}, fake)
+    assert not _preconditions_hold({"HTTP_IF_MODIFIED_SINCE": "not a date"}, fake)

@@ -35,7 +35,7 @@ def benchmark(scale: str, cloud: Any, archive: Any, *, requests: int = 3000, len
     """Time ``requests`` ranged GETs of ``length`` bytes (spread over one granule of ``archive``, at
     ``concurrency``) with the network model off, so that the server's CPU is all that is measured;
     the measurement's ``server_cpu_s / gets`` is the server's CPU per ranged GET (in its notes)."""
-    from is2cloud.bench import measure
+    from is2cloud.bench import append_result, measure
 
     granule = next(o for o in archive.objects if o["key"].endswith(".h5"))
     store = cloud.credentials().obstore(granule["bucket"])
@@ -45,7 +45,7 @@ def benchmark(scale: str, cloud: Any, archive: Any, *, requests: int = 3000, len
     cloud.set_profile("none")
     try:
         _ranged_gets(store, granule["key"], starts[:200], length, concurrency)  # connections and caches warm
-        with measure("S3 server: ranged GETs", method="localcloud", cloud=cloud, scale=scale, results=results,
+        with measure("S3 server: ranged GETs", method="localcloud", cloud=cloud, scale=scale, record=False,
                      concurrency=concurrency) as m:
             _ranged_gets(store, granule["key"], starts, length, concurrency)
     finally:
@@ -55,4 +55,5 @@ def benchmark(scale: str, cloud: Any, archive: Any, *, requests: int = 3000, len
         m.notes = (f"server CPU per ranged GET {per_get:.3f} ms (target <= 0.3 ms); client CPU per GET "
                    f"{1e3 * m.cpu_s / m.gets:.3f} ms; {m.gets} GETs of {length} bytes at concurrency {concurrency}, "
                    "network model off")
+    append_result(m, results)
     return [m]

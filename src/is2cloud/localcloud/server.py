@@ -406,17 +406,14 @@ class NetworkModelApp:
             return None
         if query and set(parse_qs(query, keep_blank_values=True)) - {"x-id"}:
             return None
-        if any(h in environ for h in ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
-                                      "HTTP_IF_UNMODIFIED_SINCE")):
-            return None
         if environ.get("HTTP_RANGE") and rng is None:
             return None  # multi-range or malformed: moto's semantics
         try:
             fake = s3_backend().get_object(bucket, key)
         except Exception:
             return None
-        if fake is None:
-            return None
+        if fake is None or not _preconditions_hold(environ, fake):
+            return None  # a 304 or 412 (or a header we do not parse): moto's semantics
         size = int(fake.size)
         headers = [
             ("Content-Type", fake.metadata.get("Content-Type", "binary/octet-stream") if hasattr(fake, "metadata")
@@ -512,6 +509,33 @@ def _read_chunks(fake: Any, start: int, length: int) -> Iterator[bytes]:
         buf.seek(start)
         data = buf.read(length)
     yield data
+
+
+def _preconditions_hold(environ: dict[str, Any], fake: Any) -> bool:
+    """Whether every conditional header (If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since)
+    lets the object be served as is; False also for a header that cannot be read. Clients that pin what they
+    read (Icechunk's virtual chunks send the ETag they recorded) then stay on the lean path."""
+    from email.utils import parsedate_to_datetime
+
+    etag = f'"{fake.etag.strip(chr(34))}"'
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match is not None and if_match.strip() != "*" and etag not in [t.strip() for t in if_match.split(",")]:
+        return False
+    if_none = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none is not None and (if_none.strip() == "*" or etag in [t.strip() for t in if_none.split(",")]):
+        return False
+    modified = _epoch_seconds(fake.last_modified)
+    for header, must_be_after in (("HTTP_IF_UNMODIFIED_SINCE", False), ("HTTP_IF_MODIFIED_SINCE", True)):
+        value = environ.get(header)
+        if value is None:
+            continue
+        try:
+            limit = parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return False
+        if (modified > limit) != must_be_after:
+            return False
+    return True
 
 
 _request_ids = random.Random()
