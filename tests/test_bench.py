@@ -94,3 +94,20 @@ def test_the_readme_figures_are_generated_not_typed():
     spec.loader.exec_module(module)
     readme = (repo / "README.md").read_text()
     assert module.render(readme) == readme, "README.md's figures differ from docs/bench-results.csv: run make readme-figures"
+
+
+def test_gets_by_object_counts_gets_per_kind_of_key():
+    from types import SimpleNamespace as R
+
+    from is2cloud.bench import gets_by_object, ledger_of
+
+    rows = [R(verb="GET", key="a/x.h5", bytes=100), R(verb="GET", key="a/x.h5.dmrpp", bytes=10),
+            R(verb="HEAD", key="a/x.h5", bytes=0), R(verb="GET", key="store/ref", bytes=1),
+            R(verb="GET", key="a/y.h5", bytes=50)]
+    table = gets_by_object(rows, {"sidecar": ".dmrpp", "granule": ".h5"})
+    assert table.loc["granule"].tolist() == [2, 150 / 1e6]
+    assert table.loc["sidecar"].tolist() == [1, 10 / 1e6]
+    assert table.loc["other"].tolist() == [1, 1 / 1e6]
+    with ledger_of(None) as got:  # earthdata mode: no ledger
+        pass
+    assert got == []

@@ -624,3 +624,31 @@ def ledger_plot(requests: Any, *, title: str = "", width: int = 700, height: int
                                 height=height, hover_cols=["key", "MB", "duration_s"],
                                 xlabel="seconds since the first GET", ylabel="byte offset in the object (MB)",
                                 title=title or f"{len(frame)} GETs, one point each")
+
+
+@contextmanager
+def ledger_of(cloud: Any) -> Iterator[list]:
+    """The requests the block sent, as ledger rows (:meth:`LocalCloud.ledger`), in the yielded list once the
+    block ends; empty without a local cloud (``cloud=None``, earthdata mode: AWS keeps no ledger)."""
+    rows: list = []
+    seq = cloud.seq if cloud is not None else None
+    yield rows
+    if cloud is not None:
+        rows.extend(cloud.ledger(since=seq))
+
+
+def gets_by_object(requests: list, kinds: dict[str, str]):  # -> pandas.DataFrame
+    """GETs and MB of ``requests`` (ledger rows) per kind of object: ``kinds`` maps a label to a key suffix
+    (e.g. ``{"granule (.h5)": ".h5", "sidecar (.dmrpp)": ".dmrpp"}``); other keys go to ``"other"``. The
+    first matching suffix wins, so list the longer ones first."""
+    import pandas as pd
+
+    table = {label: [0, 0] for label in [*kinds, "other"]}
+    for r in requests:
+        if r.verb != "GET" or not r.key:
+            continue
+        label = next((lbl for lbl, suffix in kinds.items() if r.key.endswith(suffix)), "other")
+        table[label][0] += 1
+        table[label][1] += r.bytes
+    rows = [{"objects": k, "GETs": n, "MB": b / 1e6} for k, (n, b) in table.items()]
+    return pd.DataFrame(rows).set_index("objects")
