@@ -112,7 +112,7 @@ def translate(fileobj: Any, url: str, name: str, *, group: str | None = None,
     """``SingleHdf5ToZarr(fileobj, url, inline_threshold=..., error="raise").translate()`` with the
     threshold of :func:`compact_threshold`; checks every COMPACT dataset was inlined. Returns the
     references and the threshold. ``group`` (e.g. ``"gt1l"``): only that group's references (keys
-    relative to it), as ``SingleHdf5ToZarr(h5[group], url, storage_options=...)`` makes them; kerchunk
+    keep their full paths), as ``SingleHdf5ToZarr(h5[group], url, storage_options=...)`` makes them; kerchunk
     then opens ``url`` a second time with ``storage_options`` (credentials, endpoint, cache) to read the
     values it inlines. Raises :class:`ReferenceError_` naming the granule (and a missing group)."""
     import h5py
@@ -128,6 +128,7 @@ def translate(fileobj: Any, url: str, name: str, *, group: str | None = None,
                 if not isinstance(h5.get(group), h5py.Group):
                     raise ReferenceError_(f"{name}: there is no group /{group} to make references of")
                 threshold, compact = compact_threshold(h5[group])
+                compact = [f"{group.strip('/')}/{p}" for p in compact]
                 refs = SingleHdf5ToZarr(h5[group], url, inline_threshold=threshold, error="raise",
                                         storage_options=storage_options).translate()
     except OSError as exc:
