@@ -55,9 +55,9 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
     its ledger gives GETs and bytes). ``group`` (e.g. ``"gt1l"``; the ``group`` column): that group only
     (translate's CPU time grows with the number of datasets; the file's metadata is found the same way).
     One row per configuration: ``granule``, ``group``, ``size_MB``, ``config``, ``open`` (the ``fs.open``
-    keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes read / object size),
-    ``arrays`` (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays) and ``speedup`` (h5cloud's wall time / this one's). ``frame.attrs["measurements"]``: the
-    :class:`~is2cloud.bench.Measurement` of each row (for the results table)."""
+    keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes read / object size), ``arrays``
+    (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays) and ``speedup`` (h5cloud's wall
+    time / this one's). ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each row (for the results table)."""
     import pandas as pd
 
     from is2cloud.bench import measure
