@@ -57,7 +57,8 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
     One row per configuration: ``granule``, ``group``, ``size_MB``, ``config``, ``open`` (the ``fs.open``
     keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes read / object size), ``arrays``
     (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays) and ``speedup`` (h5cloud's wall
-    time / this one's). ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each row (for the results table)."""
+    time / this one's). ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each
+    row (for the results table)."""
     import pandas as pd
 
     from is2cloud.bench import measure
