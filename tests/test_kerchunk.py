@@ -208,3 +208,25 @@ def test_preparation_costs(small, creds, archive_cloud):
     assert (table["arrays"] >= 101).all() and table["speedup"].iloc[0] == 1.0
     assert len(table.attrs["measurements"]) == len(table)
     assert all(m.gets == g for m, g in zip(table.attrs["measurements"], table["gets"]))
+
+
+def test_preparation_costs_of_one_group(small, creds, archive_cloud):
+    configs = [c for c in kerchunk.COST_CONFIGS if c[1] in ("h5cloud", "all", None)]
+    table = kerchunk.preparation_costs(small, credentials=creds, cloud=archive_cloud, configs=configs, group="g3")
+    assert list(table["group"]) == ["/g3"] * 3
+    assert (table["arrays"] == 5).all()                       # g3's five datasets, nothing else
+    assert table.set_index("config").loc["whole object in one read", "gets"] == 1
+
+
+def test_reference_table_and_missing_group(small, creds):
+    fs = creds.s3fs()
+    with fs.open(small, **kerchunk.open_options("all", 0)) as f:
+        refs, threshold = kerchunk.translate(f, small, "small")
+        with pytest.raises(ReferenceError_, match=r"small: there is no group /nope"):
+            kerchunk.translate(f, small, "small", group="nope")
+    table = kerchunk.reference_table(refs).set_index("key")
+    assert threshold == 161 and table.loc["calib/0", "kind"] == "inlined" and table.loc["calib/0", "length"] == 160
+    chunk = table.loc["g0/v0/0"]
+    assert chunk["kind"] == "chunk" and chunk["url"] == small and chunk["length"] > 0
+    assert table.loc["g0/v0/.zarray", "kind"] == "metadata"
+    assert (table["kind"] == "chunk").sum() == 20 * 5 * 3      # 3 chunks of 1000 per dataset

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from is2cloud.methods.kerchunk.bench import benchmark
 from is2cloud.methods.kerchunk.costs import COST_CONFIGS, cache_of, preparation_costs
+from is2cloud.methods.kerchunk.entries import reference_table
 from is2cloud.methods.kerchunk.errors import (
     CompactVariableError,
     MissingReferencesError,
@@ -51,5 +52,5 @@ CHAPTER = "notebooks/05_kerchunk"
 __all__ = ["CHAPTER", "COST_CONFIGS", "DESCRIPTION", "FORMAT", "MANIFEST", "NAME", "OPEN_CONFIGS", "TITLE",
            "CompactVariableError", "MissingReferencesError", "OutsideReferencesError", "ReferenceError_",
            "ReferenceStore", "StaleReferencesError", "benchmark", "cache_of", "compact_threshold",
-           "default_location", "open_options", "prepare", "preparation_costs", "read_manifest", "subset",
-           "translate"]
+           "default_location", "open_options", "prepare", "preparation_costs", "read_manifest",
+           "reference_table", "subset", "translate"]

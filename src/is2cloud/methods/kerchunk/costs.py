@@ -33,13 +33,14 @@ def cache_of(fs: Any, url: str, **open_kwargs: Any) -> dict[str, Any]:
                 "block_size": int(f.blocksize), "s3fs_default": s3fs_defaults()}
 
 
-def _hdfparser(url: str, credentials: Any) -> int:
-    """VirtualiZarr's ``HDFParser`` as a user calls it (default reader) on the whole granule; number of arrays."""
+def _hdfparser(url: str, credentials: Any, group: str | None = None) -> int:
+    """VirtualiZarr's ``HDFParser`` as a user calls it (default reader) on the whole granule (or ``group``);
+    number of arrays."""
     from obspec_utils.registry import ObjectStoreRegistry
     from virtualizarr.parsers import HDFParser
 
     bucket, _ = split_url(url)
-    ms = HDFParser()(url, ObjectStoreRegistry({f"s3://{bucket}": credentials.obstore(bucket)}))
+    ms = HDFParser(group=group)(url, ObjectStoreRegistry({f"s3://{bucket}": credentials.obstore(bucket)}))
 
     def count(g: Any) -> int:
         return len(g.arrays) + sum(count(s) for s in g.groups.values())
@@ -48,14 +49,16 @@ def _hdfparser(url: str, credentials: Any) -> int:
 
 
 def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: Any = COST_CONFIGS,
-                      scale: str | None = None):  # -> pandas.DataFrame
+                      scale: str | None = None, group: str | None = None):  # -> pandas.DataFrame
     """Make one granule's references with every configuration of ``configs`` in turn, in one run, each
     measured by :func:`is2cloud.bench.measure` against ``cloud`` (the embedded cloud serving the granule;
-    its ledger gives GETs and bytes). One row per configuration: ``granule``, ``size_MB``, ``config``,
-    ``open`` (the ``fs.open`` keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes
-    read / object size), ``arrays`` (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays)
-    and ``speedup`` (h5cloud's wall time / this one's). ``frame.attrs["measurements"]``: the
-    :class:`~is2cloud.bench.Measurement` of each row (for the results table)."""
+    its ledger gives GETs and bytes). ``group`` (e.g. ``"gt1l"``; the ``group`` column): that group only
+    (translate's CPU time grows with the number of datasets; the file's metadata is found the same way).
+    One row per configuration: ``granule``, ``group``, ``size_MB``, ``config``, ``open`` (the ``fs.open``
+    keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes read / object size), ``arrays``
+    (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays) and ``speedup`` (h5cloud's wall
+    time / this one's). ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each
+    row (for the results table)."""
     import pandas as pd
 
     from is2cloud.bench import measure
@@ -70,14 +73,18 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
         with measure(f"references: {label}", method="kerchunk", cloud=cloud, scale=scale, record=False,
                      granules=1) as m:
             if config is None:
-                arrays = _hdfparser(src.url, credentials)
+                arrays = _hdfparser(src.url, credentials, group)
                 opts: dict[str, Any] = {}
             else:
                 opts = open_options(config, obj.size)  # type: ignore[arg-type]
                 with fs.open(src.url, **opts) as f:
-                    refs, _ = translate(f, src.url, src.name)
+                    # given a group, kerchunk opens the object again for the values it inlines: no cache
+                    # there, so each inlined value costs one small GET in every row alike
+                    refs, _ = translate(f, src.url, src.name, group=group,
+                                        storage_options=dict(credentials.storage_options(), default_cache_type="none"))
                 arrays = sum(1 for k in refs["refs"] if k.endswith(".zarray"))
-        rows.append({"granule": src.name, "size_MB": obj.size / 1e6, "config": label,
+        rows.append({"granule": src.name, "group": f"/{group}" if group else "/", "size_MB": obj.size / 1e6,
+                     "config": label,
                      "open": ", ".join(f"{k}={v!r}" for k, v in opts.items()) if config else "obstore block reader",
                      "wall_s": m.wall_s, "gets": m.gets, "MB_read": m.get_bytes / 1e6,
                      "read_over_size": m.get_bytes / obj.size, "arrays": arrays})

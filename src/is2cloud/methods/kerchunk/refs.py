@@ -107,17 +107,30 @@ def compact_threshold(h5: Any) -> tuple[int, list[str]]:
     return (max(compact.values()) + 1 if compact else 0), sorted(compact)
 
 
-def translate(fileobj: Any, url: str, name: str) -> tuple[dict[str, Any], int]:
+def translate(fileobj: Any, url: str, name: str, *, group: str | None = None,
+              storage_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], int]:
     """``SingleHdf5ToZarr(fileobj, url, inline_threshold=..., error="raise").translate()`` with the
     threshold of :func:`compact_threshold`; checks every COMPACT dataset was inlined. Returns the
-    references and the threshold. Raises :class:`ReferenceError_` naming the granule."""
+    references and the threshold. ``group`` (e.g. ``"gt1l"``): only that group's references (keys
+    keep their full paths), as ``SingleHdf5ToZarr(h5[group], url, storage_options=...)`` makes them; kerchunk
+    then opens ``url`` a second time with ``storage_options`` (credentials, endpoint, cache) to read the
+    values it inlines. Raises :class:`ReferenceError_` naming the granule (and a missing group)."""
     import h5py
     from kerchunk.hdf import SingleHdf5ToZarr
 
     try:
-        with h5py.File(fileobj, "r") as h5:
-            threshold, compact = compact_threshold(h5)
-        refs = SingleHdf5ToZarr(fileobj, url, inline_threshold=threshold, error="raise").translate()
+        if group is None:
+            with h5py.File(fileobj, "r") as h5:
+                threshold, compact = compact_threshold(h5)
+            refs = SingleHdf5ToZarr(fileobj, url, inline_threshold=threshold, error="raise").translate()
+        else:
+            with h5py.File(fileobj, "r") as h5:
+                if not isinstance(h5.get(group), h5py.Group):
+                    raise ReferenceError_(f"{name}: there is no group /{group} to make references of")
+                threshold, compact = compact_threshold(h5[group])
+                compact = [f"{group.strip('/')}/{p}" for p in compact]
+                refs = SingleHdf5ToZarr(h5[group], url, inline_threshold=threshold, error="raise",
+                                        storage_options=storage_options).translate()
     except OSError as exc:
         fileobj.seek(0)
         head = fileobj.read(8)
