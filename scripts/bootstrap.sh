@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project environment in .venv from uv.lock.
+# Create (or refresh) the project environment in .venv from uv.lock, and the book's npm assets.
 # Finds a Python 3.12 interpreter on this machine (never downloads one) and installs uv from PyPI
-# into .tools/ if it is not on PATH. Idempotent: does nothing when .venv is newer than uv.lock.
+# into .tools/ if it is not on PATH. Idempotent: does nothing when .venv is newer than uv.lock and
+# book/_vendor/node_modules newer than its package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,21 @@ else
   UV=.tools/bin/uv
 fi
 
-if [ -f .venv/.synced ] && [ .venv/.synced -nt uv.lock ] && [ .venv/.synced -nt pyproject.toml ]; then
-  exit 0
+if ! { [ -f .venv/.synced ] && [ .venv/.synced -nt uv.lock ] && [ .venv/.synced -nt pyproject.toml ]; }; then
+  echo "bootstrap: syncing .venv from uv.lock with $PY" >&2
+  UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen --all-extras --python "$PY"
+  touch .venv/.synced
 fi
-echo "bootstrap: syncing .venv from uv.lock with $PY" >&2
-UV_PYTHON_DOWNLOADS=never "$UV" sync --frozen --all-extras --python "$PY"
-touch .venv/.synced
+
+# The JavaScript and CSS the book serves itself (Leaflet and what folium loads), pinned in
+# book/_vendor/package-lock.json; npm writes node_modules/.package-lock.json when it is done.
+VENDOR=book/_vendor
+if ! { [ -f $VENDOR/node_modules/.package-lock.json ] && [ $VENDOR/node_modules/.package-lock.json -nt $VENDOR/package-lock.json ]; }; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "bootstrap: installing the book's offline assets into $VENDOR/node_modules (npm ci)" >&2
+    npm ci --prefix "$VENDOR" --ignore-scripts --no-audit --no-fund --loglevel=error >&2
+  else
+    echo "bootstrap: note: npm not found, so the book's offline assets (Leaflet, ...) are not installed and" \
+         "the book will not build; install Node.js's npm (Debian: apt-get install npm) and run make env again" >&2
+  fi
+fi

@@ -1,8 +1,12 @@
-"""Shared fixtures: a local cloud per test module, and the cached `test` archive."""
+"""Shared fixtures: a local cloud per test module, the cached `test` archive, and the book built once."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,48 @@ def granules(test_archive):
     from is2cloud.catalog import find_granules
 
     return find_granules(REPO / "data" / "greenland_aoi.geojson", "ATL06", archive=test_archive)
+
+
+@dataclass(frozen=True)
+class BuiltBook:
+    """The whole book, built once per session at `test` scale (tests/test_book.py, test_browser.py,
+    test_secrets.py). ``canary`` lists every secret and access key id the local clouds issued meanwhile;
+    ``results`` is the build's results folder (IS2CLOUD_RESULTS)."""
+
+    out: Path
+    canary: Path
+    results: Path
+    returncode: int
+    log: str
+
+    @property
+    def html(self) -> Path:
+        return self.out / "_build" / "html"
+
+    @property
+    def executed(self) -> Path:
+        return self.out / "_build" / "jupyter_execute"
+
+    def require(self) -> None:
+        """Fail the calling test if the build failed (test_book.py's build test shows why)."""
+        if self.returncode != 0:
+            pytest.fail(f"the book did not build (exit {self.returncode}); see "
+                        f"test_book.py::test_book_builds_and_executes_every_notebook", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> BuiltBook:
+    """`jupyter-book build` of the repository into a temporary folder, every notebook executed (minutes)."""
+    tmp = tmp_path_factory.mktemp("book")
+    out, canary, results = tmp / "out", tmp / "secrets.txt", tmp / "results"
+    env = dict(os.environ, IS2CLOUD_SCALE="test", IS2CLOUD_SECRETS_CANARY=str(canary),
+               IS2CLOUD_RESULTS=str(results / "measurements.csv"))
+    env.pop("IS2CLOUD_ENDPOINT", None)
+    jb = Path(sys.executable).with_name("jupyter-book")
+    r = subprocess.run([str(jb), "build", str(REPO), "--path-output", str(out), "--all", "-W", "--keep-going"],
+                       capture_output=True, text=True, env=env, cwd=REPO)
+    reports = out / "_build" / "html" / "reports"
+    log = f"{r.stdout[-4000:]}\n{r.stderr[-4000:]}\n" + (
+        "\n".join(p.read_text() for p in reports.glob("*"))[-4000:] if reports.exists() else "")
+    yield BuiltBook(out, canary, results, r.returncode, log)
+    shutil.rmtree(out, ignore_errors=True)

@@ -51,6 +51,18 @@ def test_repr_str_and_adapter_dicts_never_show_secrets(creds):
     assert creds.sliderule_output()["aws_session_token"] == creds.session_token
 
 
+def test_access_key_ids_are_shown_masked_as_the_aws_console_does(creds):
+    key = creds.access_key_id
+    shown = cr.mask_key_id(key)
+    assert shown == f"{key[:4]}…{key[-4:]}" and len(key) == 20
+    assert cr.mask_key_id("AKIA1234") == "****"  # too short to show any of it
+    texts = [repr(creds), repr(creds.storage_options()), repr(creds.gdal_env()), repr(creds.environ()),
+             repr(creds.sliderule_output()), repr(cr.ObstoreCredentialProvider(creds)())]
+    for text in texts:
+        assert key not in text and shown in text, text
+    assert creds.storage_options()["key"] == key  # the client libraries still get the real id
+
+
 def test_fingerprint_tells_secrets_apart_without_showing_them(creds, cloud):
     other = cloud.credentials()
     assert cr.fingerprint(creds.secret_access_key) != cr.fingerprint(other.secret_access_key)

@@ -29,6 +29,9 @@ SECRET_KEYS = frozenset({
     "secret", "token", "secret_access_key", "session_token", "aws_secret_access_key", "aws_session_token",
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "secret_key", "secretAccessKey", "sessionToken",
 })
+#: Entries holding an access key id: not a secret, but shown masked, as AWS's console does.
+KEY_ID_KEYS = frozenset({"key", "access_key", "access_key_id", "aws_access_key_id", "AWS_ACCESS_KEY_ID",
+                         "accessKeyId"})
 Purpose = Literal["read", "write"]
 
 
@@ -37,7 +40,7 @@ class CredentialsError(RuntimeError):
 
 
 class SecretDict(dict):
-    """A plain dict for the client libraries, whose repr masks the secret entries."""
+    """A plain dict for the client libraries, whose repr masks the secret entries (and the key id)."""
 
     def __repr__(self) -> str:
         return "{" + ", ".join(f"{k!r}: {_mask_value(k, v)}" for k, v in self.items()) + "}"
@@ -51,9 +54,17 @@ class SecretDict(dict):
 def _mask_value(key: str, value: Any) -> str:
     if key in SECRET_KEYS and value:
         return "'****'"
+    if key in KEY_ID_KEYS and isinstance(value, str):
+        return repr(mask_key_id(value))
     if isinstance(value, dict):
         return repr(SecretDict(value))
     return repr(value)
+
+
+def mask_key_id(key_id: str) -> str:
+    """An access key id as AWS's console shows it: its first and last four characters
+    (``ASIA…WXYZ``); a short one entirely masked."""
+    return f"{key_id[:4]}…{key_id[-4:]}" if len(key_id) > 12 else "****"
 
 
 def fingerprint(secret: str) -> str:
@@ -104,8 +115,7 @@ class Credentials:
 
     # -- safe display ---------------------------------------------------------------------------
     def __repr__(self) -> str:
-        key = self.access_key_id
-        shown = f"{key[:4]}…{key[-2:]}" if len(key) > 8 else "****"
+        shown = mask_key_id(self.access_key_id)
         exp = "no expiry" if self.expiration is None else f"expires in {self.expires_in_text()}"
         where = self.endpoint_url or f"AWS {self.region}"
         return f"Credentials(source={self.source!r}, access_key_id={shown!r}, secret='****', token='****', {exp}, endpoint={where!r})"

@@ -131,7 +131,8 @@ class ServerState:
             self.ledger.append(entry)
 
     def remember_secret(self, *secrets: str) -> None:
-        """Test hook: append secrets this server issued to the canary file, if one is configured."""
+        """Test hook: append secrets (and access key ids) this server issued to the canary file, if one is
+        configured."""
         if self.canary is None:
             return
         with self.lock, open(self.canary, "a") as fh:
@@ -396,7 +397,8 @@ class NetworkModelApp:
 
     def _remember_sts_secrets(self, xml: bytes) -> None:
         text = xml.decode("utf-8", "replace")
-        found = re.findall(r"<(?:SecretAccessKey|SessionToken)>([^<]+)</", text)
+        # Access key ids too: not secrets, but never shown in full (see credentials.mask_key_id).
+        found = re.findall(r"<(?:SecretAccessKey|SessionToken|AccessKeyId)>([^<]+)</", text)
         self.state.remember_secret(*found)
 
     def _fast_object(self, verb: str, bucket: str, key: str, query: str, environ: dict[str, Any],
