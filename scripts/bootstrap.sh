@@ -48,6 +48,12 @@ fi
 # book/_vendor/package-lock.json; npm writes node_modules/.package-lock.json when it is done.
 VENDOR=book/_vendor
 if ! { [ -f $VENDOR/node_modules/.package-lock.json ] && [ $VENDOR/node_modules/.package-lock.json -nt $VENDOR/package-lock.json ]; }; then
+  if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then  # a fresh Debian machine
+    sudo=$([ "$(id -u)" -eq 0 ] || ! command -v sudo >/dev/null || echo "sudo -n")
+    echo "bootstrap: installing Debian's npm for the book's offline assets" >&2
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm; } >/dev/null 2>&1 \
+      || echo "bootstrap: note: could not install npm with apt-get" >&2
+  fi
   if command -v npm >/dev/null 2>&1; then
     echo "bootstrap: installing the book's offline assets into $VENDOR/node_modules (npm ci)" >&2
     npm ci --prefix "$VENDOR" --ignore-scripts --no-audit --no-fund --loglevel=error >&2

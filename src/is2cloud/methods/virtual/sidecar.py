@@ -238,7 +238,7 @@ def parse_granule(obj: ObjectId, credentials: Any, parser: Parser = "auto") -> P
                 try:
                     parsed = _parse_dmrpp(data, obj, store)
                 except _PARSE_ERRORS as exc:
-                    why = f"VirtualiZarr cannot parse its DMR++ sidecar ({type(exc).__name__}: {exc})"
+                    why = f"VirtualiZarr cannot parse its DMR++ sidecar ({type(exc).__name__} {exc})"
                 else:
                     parsed.gets, parsed.bytes_read = 1, len(data)
                     return parsed
