@@ -221,8 +221,11 @@ def test_product_mismatch_names_the_cli_flag(index, tmp_path):
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     cache = tmp_path / "cache"
     env = {**os.environ, "IS2CLOUD_CACHE": str(cache), "IS2CLOUD_MODE": "local"}
+    # A shell runs background jobs with SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # give the child the default disposition, as a terminal would.
     proc = subprocess.Popen([sys.executable, "-m", "is2cloud.cli", "sample-data", "--preset", "test", "--force"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".test.tmp") for p in (cache / "archive").glob(".*")):  # generating
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
