@@ -13,13 +13,13 @@ from granule_specs import ANTIMERIDIAN_AOIS, antimeridian_atl06
 
 from is2cloud.aoi import load_aoi
 from is2cloud.methods import baseline
+from is2cloud.methods.chunks import chunk_runs
 from is2cloud.methods.identity import assert_same_rows
 from is2cloud.methods.lazyread import (
     COMPACT_ATTR,
     SCALARS_ATTR,
     CompactVariableError,
     MissingVariableError,
-    chunk_runs,
     read_granule_group,
     read_rows,
 )
@@ -64,9 +64,9 @@ def clip(path: Path, aoi, variables=baseline.DEFAULT_VARIABLES):
         return baseline.clip_granule(f, load_aoi(aoi), variables, granule=path.name)
 
 
-def test_chunk_runs():
-    assert chunk_runs(np.array([]), 10, 100) == []
-    assert chunk_runs(np.array([0, 5, 12, 35, 36, 99]), 10, 95) == [(0, 20), (30, 40), (90, 95)]
+def test_chunk_runs_as_the_reader_uses_them():
+    assert chunk_runs(np.array([], dtype="i8"), 10, 100) == []
+    assert chunk_runs(np.array([0, 5, 12, 35, 36, 94]), 10, 95) == [(0, 20), (30, 40), (90, 95)]
     assert chunk_runs(np.array([19, 20]), 10, 25) == [(10, 25)]
 
 
