@@ -589,6 +589,21 @@ def bench_scene(scale: str, cloud: Any, *, aoi: Any = None, repeat: int = 1, cli
     return BenchScene(area, granules, credentials, limit, client)
 
 
+def bench_tuned_run(scene: BenchScene, cloud: Any, *, scale: str, results: Any, label: str, run: str, bucket: str):
+    """The reference every method's suite times in the same run: the tuned baseline to GeoParquet in
+    ``bucket``. Returns the measurement (its ``result`` is the frame)."""
+    from is2cloud.bench import measure
+    from is2cloud.geoparquet import write_geoparquet
+
+    with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale, results=results,
+                 notes=f"{label}; earthaccess blockcache; {run}", granules=len(scene.granules),
+                 physical_bytes=scene.limit.nbytes) as m:
+        m.result = subset(scene.granules, scene.area, config="tuned", credentials=scene.credentials,
+                          client=scene.client)
+        write_geoparquet(m.result, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=scene.credentials)
+    return m
+
+
 def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str] = CONFIGS,
               profile: str = "in-region", client: Any = None, repeat: int = 1,
               results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]

@@ -54,14 +54,10 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
         artefact_key = split_url(location)[1]
         for i in range(repeat):
             run_ = f"run {i + 1}/{repeat}"
-            with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
-                         results=results, notes=f"{label}; earthaccess blockcache; {run_}", granules=len(granules),
-                         physical_bytes=limit.nbytes) as m0:
-                m0.result = gdf = baseline.subset(granules, area, config="tuned", credentials=credentials,
-                                                  client=scene.client)
-                write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
+            m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run_,
+                                          bucket=bucket)
             out.append(m0)
-            frames.setdefault("baseline", gdf)
+            frames.setdefault("baseline", m0.result)
             seq = cloud.seq
             with measure(f"{title} -> GeoParquet", method=method, cloud=cloud, scale=scale, record=False,
                          notes=f"{label}; {run_}", granules=len(granules), physical_bytes=limit.nbytes) as m1:

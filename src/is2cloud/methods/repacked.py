@@ -512,14 +512,10 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         out.append(mp)
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
-            with measure("baseline (tuned) -> GeoParquet", method="baseline", cloud=cloud, scale=scale,
-                         results=results, notes=f"{label}; earthaccess blockcache; {run}", granules=len(granules),
-                         physical_bytes=limit.nbytes) as m0:
-                m0.result = gdf = baseline.subset(granules, area, config="tuned", credentials=credentials,
-                                                  client=client)
-                write_geoparquet(gdf, f"s3://{bucket}/bench/baseline-{scale}.parquet", credentials=credentials)
+            m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run,
+                                          bucket=bucket)
             out.append(m0)
-            frames.setdefault("baseline", gdf)
+            frames.setdefault("baseline", m0.result)
             with measure("repacked -> GeoParquet", method=NAME, cloud=cloud, scale=scale, results=results,
                          notes=f"{label}; {run}", granules=len(granules), physical_bytes=limit.nbytes) as m1:
                 m1.result = gdf = subset(copies, area, credentials=credentials, out_credentials=credentials,
