@@ -224,6 +224,54 @@ def test_aws_endpoint_stands_for_the_embedded_server(poly, archive_cloud, creds,
         run(bad, archive_cloud)
 
 
+def test_local_stand_in_has_the_clients_atl06p_and_constants():
+    import inspect
+
+    local = sr.LocalIcesat2(client="sync")
+    real = inspect.signature(icesat2.atl06p).parameters
+    ours = inspect.signature(local.atl06p).parameters
+    assert list(ours) == list(real)
+    assert all(ours[n].default == real[n].default for n in real if n != "callbacks")  # None for the client's {}
+    assert (local.SRT_LAND, local.CNF_SURFACE_HIGH, local.ICESAT2_CRS) == (0, 4, "EPSG:7912")
+    with pytest.raises(AttributeError, match="atl03sp.*earthdata"):
+        local.atl03sp  # noqa: B018
+
+
+def test_local_stand_in_returns_what_the_client_returns(poly, archive_cloud, creds, bucket, native):
+    local = sr.LocalIcesat2(client="sync", cloud=archive_cloud, progress=False)
+    frame = local.atl06p(sr.tutorial_parms(poly))
+    pd.testing.assert_frame_equal(pd.DataFrame(frame.drop(columns="geometry")),
+                                  pd.DataFrame(native.drop(columns="geometry")))
+    assert "extent_id" in local.atl06p(sr.tutorial_parms(poly), keep_id=True).columns
+    url = new_url(bucket)
+    parms = sr.tutorial_parms(poly, output={"path": url, "format": "geoparquet", "open_on_complete": False,
+                                            "endpoint": "s3.us-west-2.amazonaws.com", "region": "us-west-2",
+                                            "credentials": creds.sliderule_output()})
+    upload = sr.UploadCheck(parms)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both keys, as sent to servers old and new: no legacy warning
+        assert local.atl06p(parms, callbacks=upload.callbacks) == url
+    assert upload.check() == url
+    size = creds.boto3_client("s3").head_object(Bucket=bucket, Key=url.split("/", 3)[3])["ContentLength"]
+    assert upload.remote == [{"url": url, "size": size}]
+    with pytest.raises(ParameterError, match="height_key"):
+        local.atl06p(sr.tutorial_parms(poly), height_key="h_mean")
+
+
+def test_upload_check_raises_without_the_servers_confirmation(caplog):
+    url = "s3://my-scratch/sliderule-example/grandmesa.parquet"
+    upload = sr.UploadCheck({"output": {"path": url, "credentials": FAKE}}, where="SlideRule at test")
+    upload.callbacks["exceptrec"]({"__rectype": "exceptrec", "code": -1, "level": 4,
+                                   "text": f"Failed to write {url}: AccessDenied {FAKE['aws_session_token']}"}, None)
+    with pytest.raises(sr.SlideRuleError, match=f"SlideRule at test did not confirm writing {url}.*Failed to write") as info:
+        upload.check()
+    assert FAKE["aws_session_token"] not in str(info.value) and FAKE["aws_session_token"] not in caplog.text
+    upload.callbacks["arrowrec.remote"]({"__rectype": "arrowrec.remote", "url": url, "size": 7}, None)
+    assert upload.check() == url
+    assert sr.UploadCheck({"output": {"path": "/tmp/g.parquet"}}).check() == "/tmp/g.parquet"  # nothing uploaded
+    assert sr.UploadCheck({"poly": []}).check() is None
+
+
 def test_filters_select_granules(poly, archive_cloud, native):
     only5 = run(sr.tutorial_parms(poly, cycle=5), archive_cloud)
     assert set(only5["cycle"]) == {5} and len(only5) == (native["cycle"] == 5).sum()

@@ -23,7 +23,7 @@
 ``parms["output"]``, as the SlideRule client takes it: ``path`` (local path or ``s3://`` URL), ``format``
 (``parquet`` or ``geoparquet``; ``parquet`` with ``as_geo`` means geoparquet; default geoparquet),
 ``open_on_complete`` (default False: return the path or URL, as the client does), ``endpoint`` (S3
-endpoint, e.g. ``s3.us-west-2.amazonaws.com``; the legacy name ``region`` is accepted with a warning) and
+endpoint, e.g. ``s3.us-west-2.amazonaws.com``; the legacy name ``region`` is accepted, with a warning when it comes without ``endpoint``) and
 ``credentials`` (``{aws_access_key_id, aws_secret_access_key, aws_session_token}``, e.g.
 ``Credentials.sliderule_output()``). Locally, an AWS S3 endpoint stands for the embedded S3 server.
 
@@ -32,6 +32,11 @@ The files carry SlideRule's key-value metadata: ``geo`` (GeoParquet only), ``pan
 its credentials) and ``recordinfo``. Columns are those of the server-written file (spec §2.2):
 ``extent_id`` and the ``atl06rec.elevation`` fields, with ``geometry`` (GeoParquet, EPSG:7912 as in the
 client's frame) or ``latitude``/``longitude`` (Parquet).
+
+Notebook 02 calls the client as a user writes it, ``icesat2.atl06p(parms, callbacks=upload.callbacks)``
+then ``upload.check()`` (:class:`UploadCheck`, the check above); in local mode its ``icesat2`` is
+:class:`LocalIcesat2`, the engine behind the module's ``atl06p`` signature. :func:`atl06p` does both in one
+call (the bench and the tests use it).
 
 ``sliderule.toregion`` needs no network (it reads the file with geopandas and takes the convex hull), so
 notebooks use the real one in both modes.
@@ -71,10 +76,12 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMATS",
+    "LocalIcesat2",
     "OutputSpec",
     "ParameterError",
     "SlideRuleError",
     "SlideRuleLegacyKeyWarning",
+    "UploadCheck",
     "atl06_reference",
     "atl06p",
     "benchmark",
@@ -224,7 +231,7 @@ def _check_output(output: Any, *, local: bool) -> OutputSpec | None:
         else:
             raise ParameterError(f"output format {fmt!r} is not a SlideRule format; use {' or '.join(FORMATS)}")
     endpoint = output.get("endpoint")
-    if output.get("region") is not None:
+    if output.get("region") is not None and endpoint is None:  # both keys: for servers old and new, harmless
         warnings.warn("output['region'] is the name SlideRule used before v5.0.7; current servers ignore it. Use "
                       f"output['endpoint'] (e.g. 's3.{output['region']}.amazonaws.com') instead",
                       SlideRuleLegacyKeyWarning, stacklevel=4)
@@ -575,7 +582,8 @@ def _typed_empty(keep_id: bool) -> gpd.GeoDataFrame:
                             geometry=gpd.points_from_xy([], []), crs=atl06sr.ICESAT2_CRS)
 
 
-def _atl06p_local(request: Request, *, client: Any, cloud: Any, progress: bool) -> Any:
+def _atl06p_local(request: Request, *, client: Any, cloud: Any, progress: bool | None, keep_id: bool = False,
+                  callbacks: Mapping[str, Any] | None = None) -> Any:
     import pandas as pd
 
     from is2cloud.parallel import map_granules
@@ -596,7 +604,7 @@ def _atl06p_local(request: Request, *, client: Any, cloud: Any, progress: bool) 
     urls = [g.data_links(access="direct")[0] for g in granules]  # strings travel light (no earthaccess on workers)
     frames = map_granules(process_atl03, urls, client, progress=progress, label="atl06p",
                           parms=engine_parms, aoi=request.aoi, credentials=cloud.credentials())
-    keep_id = spec is not None or bool(request.parms.get("keep_id", False))
+    keep_id = spec is not None or keep_id or bool(request.parms.get("keep_id", False))
     parts = [f for f in frames if len(f)]
     gdf = pd.concat(parts).sort_index(kind="stable") if parts else _typed_empty(True)
     if not keep_id:
@@ -604,7 +612,55 @@ def _atl06p_local(request: Request, *, client: Any, cloud: Any, progress: bool) 
     if spec is None:
         return gdf
     write_output(gdf, spec, out_creds, request.parms, time.perf_counter() - t0)
+    confirm = (callbacks or {}).get("arrowrec.remote")
+    if spec.is_s3 and confirm is not None and out_creds is not None:  # as the server confirms its upload
+        bucket, key = _split_s3(spec.path)
+        size = out_creds.boto3_client("s3").head_object(Bucket=bucket, Key=key)["ContentLength"]
+        confirm({"__rectype": "arrowrec.remote", "url": spec.path, "size": int(size)}, None)
     return open_output(spec, out_creds) if spec.open_on_complete else spec.path
+
+
+class LocalIcesat2:
+    """The local stand-in for the ``sliderule.icesat2`` module: ``atl06p`` with the client's signature and
+    return values, answered by the book's engine (:func:`_atl06p_local`), and the module's constants
+    (``SRT_LAND``, ``CNF_SURFACE_HIGH``, ...). Anything else needs SlideRule's service.
+
+    >>> icesat2 = LocalIcesat2(client=client)        # local mode; on CryoCloud: from sliderule import icesat2  # doctest: +SKIP
+    >>> icesat2.atl06p(parms, callbacks=upload.callbacks)                                                     # doctest: +SKIP
+    's3://bucket/prefix/grandmesa.parquet'
+
+    ``client``: where the granules fan out (:func:`is2cloud.parallel.map_granules`; ``"sync"`` runs here);
+    ``cloud``: the local cloud to read from and write to (default :func:`~is2cloud.localcloud.ensure_cloud`).
+    With S3 output, the ``arrowrec.remote`` callback is called once the object is written, as the server
+    streams that record; other record types are never sent (the engine raises instead of sending alerts).
+    """
+
+    def __init__(self, *, client: Any = None, cloud: Any = None, progress: bool | None = None):
+        self.client, self.cloud, self.progress = client, cloud, progress
+
+    def atl06p(self, parm: Mapping[str, Any], callbacks: Mapping[str, Any] | None = None,
+               resources: Iterable[str] | None = None, keep_id: bool = False, as_numpy_array: bool = False,
+               height_key: str | None = None) -> Any:
+        """As ``sliderule.icesat2.atl06p``: a GeoDataFrame, or with ``parm["output"]`` the path or URL written
+        (the file read back when ``open_on_complete``). ``as_numpy_array`` concerns sampled raster and
+        ancillary values, which the engine does not produce; ``height_key`` (a 3D geometry) is not supported."""
+        if height_key is not None:
+            raise ParameterError(f"height_key={height_key!r}: the local engine makes 2D points only")
+        request = check_request(parm, resources, local=True)
+        return _atl06p_local(request, client=self.client, cloud=self.cloud, progress=self.progress,
+                             keep_id=keep_id, callbacks=callbacks)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.isupper():  # the module's constants
+            from sliderule import icesat2
+
+            if hasattr(icesat2, name):
+                return getattr(icesat2, name)
+        raise AttributeError(f"the local stand-in for sliderule.icesat2 has atl06p and the module's constants, not "
+                             f"{name!r}, which needs SlideRule's service (IS2CLOUD_MODE=earthdata)")
+
+    def __repr__(self) -> str:
+        return f"LocalIcesat2(the book's ATL06-SR engine, client={self.client!r})"
 
 
 # -- earthdata mode --------------------------------------------------------------------------------
@@ -617,21 +673,16 @@ def _atl06p_earthdata(request: Request, *, url: str, organization: str | None) -
     secrets = list((request.output.credentials or {}).values()) if request.output else []
     resources = list(request.resources) if request.resources is not None else None
     where = f"SlideRule at {organization + '.' if organization else ''}{url}"
-    records = _ServerRecords(secrets)
+    upload = UploadCheck(request.parms, where=where)
     try:
         sliderule.init(url, organization=organization, rethrow=True)
-        result = icesat2.atl06p(request.parms, callbacks=records.callbacks(), resources=resources)
+        result = icesat2.atl06p(request.parms, callbacks=upload.callbacks, resources=resources)
     except Exception as exc:  # noqa: BLE001 - FatalError (unreachable, HTTP error) and whatever else the client raises
         reason = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, secrets)
         raise SlideRuleError(f"{where} could not process the request: {reason}") from None
     spec = request.output
     if spec is not None and spec.is_s3:
-        uploaded = records.uploaded(spec.path)
-        if uploaded is None:
-            alerts = "; ".join(records.alerts) or "no alert either"
-            raise SlideRuleError(f"{where} did not confirm writing {spec.path} (no arrowrec.remote record): the "
-                                 f"upload failed or never happened, so the object there, if any, is not this "
-                                 f"result. Server alerts: {alerts}")
+        uploaded = upload.check()
         if not spec.open_on_complete:
             return uploaded
     if spec is not None:
@@ -642,17 +693,32 @@ def _atl06p_earthdata(request: Request, *, url: str, organization: str | None) -
     return result
 
 
-class _ServerRecords:
-    """Callbacks for the client's record stream: the ``arrowrec.remote`` records (the server's confirmation
-    that it wrote an object to S3) and the alerts (``exceptrec``), which are still logged as the client does."""
+class UploadCheck:
+    """Did SlideRule write the S3 output of ``parms``? Pass :attr:`callbacks` to ``icesat2.atl06p``, then
+    call :meth:`check`, which raises :class:`SlideRuleError` when the server did not confirm the upload.
 
-    def __init__(self, secrets: Iterable[str] = ()):
+    With S3 output the server writes the file, PUTs it to S3, then streams an ``arrowrec.remote`` record
+    (``{"url", "size"}``). A failed PUT is only an alert (an ``exceptrec`` record), which the client logs,
+    and the client returns ``output["path"]`` either way (spec/atl06sr.md §3.4), so the record is the only
+    proof that the object at that path is this result. Alerts are logged as the client logs them, with
+    the output credentials blanked out.
+
+    >>> upload = UploadCheck(parms)                                           # doctest: +SKIP
+    >>> url = icesat2.atl06p(parms, callbacks=upload.callbacks)               # doctest: +SKIP
+    >>> upload.check()                                                        # doctest: +SKIP
+    's3://bucket/prefix/grandmesa.parquet'
+    """
+
+    def __init__(self, parms: Mapping[str, Any], *, where: str = "SlideRule"):
+        output = parms.get("output") or {}
+        self.path = str(output.get("path", "")) if isinstance(output, Mapping) else ""
+        given = output.get("credentials") if isinstance(output, Mapping) else None
+        self.where = where
         self.remote: list[dict[str, Any]] = []
         self.alerts: list[str] = []
-        self._secrets = list(secrets)
-
-    def callbacks(self) -> dict[str, Any]:
-        return {"arrowrec.remote": self._on_remote, "exceptrec": self._on_alert}
+        self._secrets = list((_credentials_dict(given, self.path) or {}).values())
+        #: the ``callbacks`` argument of ``icesat2.atl06p``
+        self.callbacks: dict[str, Any] = {"arrowrec.remote": self._on_remote, "exceptrec": self._on_alert}
 
     def _on_remote(self, rec: Mapping[str, Any], session: Any = None) -> None:
         self.remote.append({"url": str(rec.get("url", "")), "size": rec.get("size")})
@@ -664,11 +730,21 @@ class _ServerRecords:
         log.log((logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)[min(max(level, 0), 3)],
                 "SlideRule alert <%s>: %s", rec.get("code", "?"), text)
 
-    def uploaded(self, path: str) -> str | None:
-        """The URL the server confirmed writing (``path``, or the server's own name for it, e.g. with an
-        ``asset``); None when it confirmed nothing."""
+    def check(self) -> str | None:
+        """The URL the server confirmed writing (the output path, or the server's own name for it, e.g. with
+        an ``asset``). Output that is not on S3 is not uploaded: its path (None without output).
+        Raises :class:`SlideRuleError`, quoting the server's alerts, when no upload was confirmed."""
+        if not self.path.startswith("s3://"):
+            return self.path or None
         urls = [r["url"] for r in self.remote]
-        return path if path in urls else (urls[0] if urls else None)
+        if self.path in urls:
+            return self.path
+        if urls:
+            return urls[0]
+        alerts = "; ".join(self.alerts) or "no alert either"
+        raise SlideRuleError(f"{self.where} did not confirm writing {self.path} (no arrowrec.remote record): the "
+                             f"upload failed or never happened, so the object there, if any, is not this "
+                             f"result. Server alerts: {alerts}")
 
 
 # -- the call --------------------------------------------------------------------------------------
