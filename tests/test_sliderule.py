@@ -231,7 +231,7 @@ def test_local_stand_in_has_the_clients_atl06p_and_constants():
     real = inspect.signature(icesat2.atl06p).parameters
     ours = inspect.signature(local.atl06p).parameters
     assert list(ours) == list(real)
-    assert all(ours[n].default == real[n].default for n in real if n != "callbacks")  # None for the client's {}
+    assert all(ours[n].default == real[n].default for n in real if n != "callbacks")  # the client's {}: None
     assert (local.SRT_LAND, local.CNF_SURFACE_HIGH, local.ICESAT2_CRS) == (0, 4, "EPSG:7912")
     with pytest.raises(AttributeError, match="atl03sp.*earthdata"):
         local.atl03sp  # noqa: B018
@@ -261,14 +261,14 @@ def test_local_stand_in_returns_what_the_client_returns(poly, archive_cloud, cre
 def test_upload_check_raises_without_the_servers_confirmation(caplog):
     url = "s3://my-scratch/sliderule-example/grandmesa.parquet"
     upload = sr.UploadCheck({"output": {"path": url, "credentials": FAKE}}, where="SlideRule at test")
-    upload.callbacks["exceptrec"]({"__rectype": "exceptrec", "code": -1, "level": 4,
-                                   "text": f"Failed to write {url}: AccessDenied {FAKE['aws_session_token']}"}, None)
-    with pytest.raises(sr.SlideRuleError, match=f"SlideRule at test did not confirm writing {url}.*Failed to write") as info:
+    text = f"Failed to write {url}: AccessDenied {FAKE['aws_session_token']}"
+    upload.callbacks["exceptrec"]({"__rectype": "exceptrec", "code": -1, "level": 4, "text": text}, None)
+    with pytest.raises(sr.SlideRuleError, match=f"test did not confirm writing {url}.*Failed to") as info:
         upload.check()
     assert FAKE["aws_session_token"] not in str(info.value) and FAKE["aws_session_token"] not in caplog.text
     upload.callbacks["arrowrec.remote"]({"__rectype": "arrowrec.remote", "url": url, "size": 7}, None)
     assert upload.check() == url
-    assert sr.UploadCheck({"output": {"path": "/tmp/g.parquet"}}).check() == "/tmp/g.parquet"  # nothing uploaded
+    assert sr.UploadCheck({"output": {"path": "/tmp/g.parquet"}}).check() == "/tmp/g.parquet"  # no upload
     assert sr.UploadCheck({"poly": []}).check() is None
 
 

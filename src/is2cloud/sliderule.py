@@ -23,9 +23,10 @@
 ``parms["output"]``, as the SlideRule client takes it: ``path`` (local path or ``s3://`` URL), ``format``
 (``parquet`` or ``geoparquet``; ``parquet`` with ``as_geo`` means geoparquet; default geoparquet),
 ``open_on_complete`` (default False: return the path or URL, as the client does), ``endpoint`` (S3
-endpoint, e.g. ``s3.us-west-2.amazonaws.com``; the legacy name ``region`` is accepted, with a warning when it comes without ``endpoint``) and
-``credentials`` (``{aws_access_key_id, aws_secret_access_key, aws_session_token}``, e.g.
-``Credentials.sliderule_output()``). Locally, an AWS S3 endpoint stands for the embedded S3 server.
+endpoint, e.g. ``s3.us-west-2.amazonaws.com``; the legacy name ``region`` is accepted, with a warning
+when it comes without ``endpoint``) and ``credentials`` (``{aws_access_key_id, aws_secret_access_key,
+aws_session_token}``, e.g. ``Credentials.sliderule_output()``). Locally, an AWS S3 endpoint stands for
+the embedded S3 server.
 
 The files carry SlideRule's key-value metadata: ``geo`` (GeoParquet only), ``pandas`` (index ``time``),
 ``sliderule`` (``{"server": {"rqst": {"endpoint": "atl06p", "parms": ...}, ...}}``, the request without
@@ -625,8 +626,8 @@ class LocalIcesat2:
     return values, answered by the book's engine (:func:`_atl06p_local`), and the module's constants
     (``SRT_LAND``, ``CNF_SURFACE_HIGH``, ...). Anything else needs SlideRule's service.
 
-    >>> icesat2 = LocalIcesat2(client=client)        # local mode; on CryoCloud: from sliderule import icesat2  # doctest: +SKIP
-    >>> icesat2.atl06p(parms, callbacks=upload.callbacks)                                                     # doctest: +SKIP
+    >>> icesat2 = LocalIcesat2(client=client)  # CryoCloud: from sliderule import icesat2  # doctest: +SKIP
+    >>> icesat2.atl06p(parms, callbacks=upload.callbacks)                                   # doctest: +SKIP
     's3://bucket/prefix/grandmesa.parquet'
 
     ``client``: where the granules fan out (:func:`is2cloud.parallel.map_granules`; ``"sync"`` runs here);
@@ -643,7 +644,8 @@ class LocalIcesat2:
                height_key: str | None = None) -> Any:
         """As ``sliderule.icesat2.atl06p``: a GeoDataFrame, or with ``parm["output"]`` the path or URL written
         (the file read back when ``open_on_complete``). ``as_numpy_array`` concerns sampled raster and
-        ancillary values, which the engine does not produce; ``height_key`` (a 3D geometry) is not supported."""
+        ancillary values, which the engine does not produce; ``height_key`` (a 3D geometry) is not
+        supported."""
         if height_key is not None:
             raise ParameterError(f"height_key={height_key!r}: the local engine makes 2D points only")
         request = check_request(parm, resources, local=True)
@@ -656,8 +658,9 @@ class LocalIcesat2:
 
             if hasattr(icesat2, name):
                 return getattr(icesat2, name)
-        raise AttributeError(f"the local stand-in for sliderule.icesat2 has atl06p and the module's constants, not "
-                             f"{name!r}, which needs SlideRule's service (IS2CLOUD_MODE=earthdata)")
+        raise AttributeError("the local stand-in for sliderule.icesat2 has atl06p and the module's "
+                             f"constants, not {name!r}, which needs SlideRule's service "
+                             "(IS2CLOUD_MODE=earthdata)")
 
     def __repr__(self) -> str:
         return f"LocalIcesat2(the book's ATL06-SR engine, client={self.client!r})"
@@ -742,8 +745,8 @@ class UploadCheck:
         if urls:
             return urls[0]
         alerts = "; ".join(self.alerts) or "no alert either"
-        raise SlideRuleError(f"{self.where} did not confirm writing {self.path} (no arrowrec.remote record): the "
-                             f"upload failed or never happened, so the object there, if any, is not this "
+        raise SlideRuleError(f"{self.where} did not confirm writing {self.path} (no arrowrec.remote record): "
+                             f"the upload failed or never happened, so the object there, if any, is not this "
                              f"result. Server alerts: {alerts}")
 
 
