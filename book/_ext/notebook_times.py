@@ -157,11 +157,17 @@ def _on_source_read(app: Any, docname: str, source: list[str]) -> None:
         _SAMPLER.start(docname)
 
 
+def _env_dict(env: Any, name: str) -> dict[str, Any]:
+    """A dict kept in the build environment (pickled with it, so it survives incremental builds)."""
+    if not isinstance(getattr(env, name, None), dict):
+        setattr(env, name, {})
+    return getattr(env, name)
+
+
 def _on_doctree_read(app: Any, doctree: Any) -> None:
     docname = app.env.docname
     if _is_notebook(app, docname):
-        peaks = app.env.__dict__.setdefault("is2cloud_peak_MB", {})
-        peaks[docname] = _SAMPLER.stop(docname)
+        _env_dict(app.env, "is2cloud_peak_MB")[docname] = _SAMPLER.stop(docname)
 
 
 def _on_before_read(app: Any, env: Any, docnames: list[str]) -> None:
@@ -181,6 +187,11 @@ def _build_labels() -> dict[str, str]:
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), "host": host()}
 
 
+def _in_this_build(env: Any, data: dict[str, Any]) -> bool:
+    """Whether myst-nb executed the notebook during this build (a cached or older result has an earlier time)."""
+    return bool(data.get("mtime")) and data["mtime"] >= getattr(env, "is2cloud_build_started", 0.0)
+
+
 def _exec_data(env: Any, docname: str) -> dict[str, Any] | None:
     from myst_nb.sphinx_ import NbMetadataCollector
 
@@ -188,20 +199,21 @@ def _exec_data(env: Any, docname: str) -> dict[str, Any] | None:
 
 
 def _on_env_updated(app: Any, env: Any) -> list[str]:
-    """Record the notebooks this build executed; the pages with a table are written again."""
+    """Record the notebooks this build executed (not those taken from a cache); the pages with a table
+    are written again."""
     labels = _build_labels()
     env.is2cloud_labels = labels
     rows = []
     for docname in sorted(getattr(env, "is2cloud_read_now", ())):
         data = _exec_data(env, docname) if _is_notebook(app, docname) else None
-        if not data or not data.get("succeeded") or data.get("runtime") is None:
+        if not data or not data.get("succeeded") or data.get("runtime") is None or not _in_this_build(env, data):
             continue
-        peak = env.__dict__.get("is2cloud_peak_MB", {}).get(docname)
+        peak = _env_dict(env, "is2cloud_peak_MB").get(docname)
         rows.append({"notebook": docname, **labels, "seconds": f"{data['runtime']:.1f}",
                      "peak_MB": f"{peak:.0f}" if peak else ""})
     append_records(times_path(), rows)
     env.is2cloud_read_now = set()
-    return [d for d, flag in getattr(env, _HAS_TABLE, {}).items() if flag]
+    return [d for d, flag in _env_dict(env, _HAS_TABLE).items() if flag]
 
 
 # -- the tables ----------------------------------------------------------------------------------
@@ -261,7 +273,7 @@ def _toc_order(env: Any) -> list[str]:
 
 def times_table(app: Any, fromdoc: str) -> Any:
     env = app.env
-    labels = env.__dict__.get("is2cloud_labels") or _build_labels()
+    labels = getattr(env, "is2cloud_labels", None) or _build_labels()
     scale = labels["scale"]
     others = [s for s in SCALE_ORDER if s != scale and s in ("test", "book")]
     records = read_records(times_path())
@@ -271,15 +283,15 @@ def times_table(app: Any, fromdoc: str) -> Any:
     for doc in _notebooks(env):
         data = _exec_data(env, doc) or {}
         runtime = data.get("runtime")
-        peak = env.__dict__.get("is2cloud_peak_MB", {}).get(doc)
+        peak = _env_dict(env, "is2cloud_peak_MB").get(doc)
         if runtime is None or not data.get("succeeded"):
             mine = "not executed" if runtime is None else "failed"
         else:
             total += runtime
             mine = f"{runtime:,.0f} s"
-            when = data.get("mtime")
-            if when and when < env.__dict__.get("is2cloud_build_started", 0):
-                mine += f" (executed {dt.datetime.fromtimestamp(when).strftime('%Y-%m-%d')}, not in this build)"
+            if not _in_this_build(env, data):
+                when = dt.datetime.fromtimestamp(data.get("mtime") or 0).strftime("%Y-%m-%d")
+                mine += f" (executed {when}, not in this build)"
         rows.append([_link(app, fromdoc, doc), mine, f"{peak:,.0f} MB" if peak else "-",
                      *(describe(latest(records, doc, s, labels["host"])) for s in others)])
     rows.append(["all notebooks", f"{total:,.0f} s", "", *("" for _ in others)])
@@ -316,8 +328,7 @@ def _directive(kind: str) -> Any:
 
     class Placeholder(SphinxDirective):
         def run(self) -> list[Any]:
-            getattr(self.env, _HAS_TABLE, None) or setattr(self.env, _HAS_TABLE, {})
-            getattr(self.env, _HAS_TABLE)[self.env.docname] = True
+            _env_dict(self.env, _HAS_TABLE)[self.env.docname] = True
             return [nodes.container(classes=[f"is2cloud-{kind}"], is2cloud_table=kind)]
 
     return Placeholder
@@ -333,7 +344,7 @@ def _on_doctree_resolved(app: Any, doctree: Any, docname: str) -> None:
 
 
 def _on_purge(app: Any, env: Any, docname: str) -> None:
-    getattr(env, _HAS_TABLE, {}).pop(docname, None)
+    _env_dict(env, _HAS_TABLE).pop(docname, None)
 
 
 def setup(app: Any) -> dict[str, Any]:
