@@ -309,15 +309,19 @@ def _tree_bytes(root: Path) -> int:
     return total
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 1e9:,.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:,.0f} MB"
+
+
 def disk_table() -> Any:
     from is2cloud.settings import get_settings
 
     cache = Path(get_settings().cache_dir) / "archive"
-    rows = [["the environment (.venv: Python and every package)", f"{_tree_bytes(Path(sys.prefix)) / 1e9:,.2f} GB",
+    rows = [["the environment (.venv: Python and every package)", _size(_tree_bytes(Path(sys.prefix))),
              str(Path(sys.prefix))]]
     for scale in SCALE_ORDER:
         root = cache / scale
-        size = f"{_tree_bytes(root) / 1e9:,.2f} GB" if (root / ".complete").exists() else "not generated here"
+        size = _size(_tree_bytes(root)) if (root / ".complete").exists() else "not generated here"
         rows.append([f"the {scale} archive", size, str(root)])
     return _table(["what", "size on disk (measured in this build)", "where"], rows)
 
