@@ -204,3 +204,29 @@ def test_sample_data_for_any_aoi(tmp_path):
         sample_data((-170.0137, -0.001, -170.0117, 0.001), "ATL06", cycles=[4], out_dir=tmp_path / "none")
     with pytest.raises(ValueError, match="unknown product"):
         sample_data(REPO / "data" / "grandmesa.geojson", "ATL08", cycles=[4], out_dir=tmp_path / "x")
+
+
+def test_generation_reports_progress_while_it_waits(tmp_path, monkeypatch, capsys):
+    """Each finished granule is counted at once, and while none finishes the line repeats with the elapsed
+    time (a log such as `make book`'s never goes quiet); all of it on stderr, named after the archive."""
+    from functools import partial
+
+    from is2cloud.progress import Progress
+
+    monkeypatch.setattr(arch, "Progress", partial(Progress, interval=0.5))
+    box = (-108.10, 38.98, -107.95, 39.05)
+    a = sample_data(box, "ATL03", cycles=[3, 4], out_dir=tmp_path / "mesa", seed=3, workers=2, bucket=BUCKET,
+                    margin_m=0.0, progress=True)
+    n = len(a.granule_objects)
+    assert n >= 2, "the check needs the process pool (two granules or more)"
+    out = capsys.readouterr()
+    lines = out.err.splitlines()
+    assert out.out == "" and lines, out
+    parsed = [re.fullmatch(r"archive 'sample:.+:ATL03': granules (\d+)/(\d+) done, ([\d.]+) s", line)
+              for line in lines]
+    assert all(parsed), lines
+    done = [int(m[1]) for m in parsed]
+    elapsed = [float(m[3]) for m in parsed]
+    assert {int(m[2]) for m in parsed} == {n} and done[0] == 0 and done[-1] == n, lines
+    assert done == sorted(done) and elapsed == sorted(elapsed), lines
+    assert len(lines) > len(set(done)), f"no line while waiting for a granule: {lines}"

@@ -233,6 +233,6 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
-    lines = [line for line in err.strip().splitlines() if not line.startswith("generating granules ")]  # progress
+    lines = [line for line in err.strip().splitlines() if not line.startswith("archive 'test': granules ")]  # progress
     assert lines == ["is2cloud sample-data: interrupted; nothing was written"], err
     assert not (cache / "archive" / "test").exists()

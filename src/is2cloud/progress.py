@@ -8,7 +8,9 @@ a terminal. A kernel counts as interactive when a front end started it for a per
 ``VSCODE_PID``; a kernel that tools like nbclient start has neither. ``IS2CLOUD_PROGRESS=1`` or ``0`` decides instead; ``progress=True``/``False`` always wins.
 
 On a terminal (or in Jupyter) the line is rewritten in place; elsewhere (a log file, CI) a new line
-is printed at most every ``interval`` seconds and at the end.
+is printed at most every ``interval`` seconds and at the end. A caller that waits for slow work calls
+:meth:`Progress.tick` while it waits, so the elapsed time keeps moving (and a log gets a line every
+``interval`` seconds) even when nothing finishes for minutes.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ class Progress:
         self.done += n
         self.failed += 0 if ok else n
         self._show(force=self.done >= self.total)
+
+    def tick(self) -> None:
+        """Show the line again (elapsed time) without counting anything: call it while waiting."""
+        self._show()
 
     def _show(self, force: bool = False) -> None:
         if not self.enabled:

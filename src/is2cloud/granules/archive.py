@@ -28,7 +28,7 @@ import shutil
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -258,12 +258,15 @@ def _work(args: tuple[GranuleSpec, str, str]) -> dict[str, Any]:
 
 
 def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: int | None,
-              progress: bool | None = None) -> list[dict[str, Any]]:
+              progress: bool | None = None, label: str = "archive") -> list[dict[str, Any]]:
+    """Generate every granule of ``specs`` (with its sidecar) under ``root``, in any order. ``progress``:
+    ``<label>: granules i/n done, <elapsed> s`` on stderr, counted as each granule finishes and repeated
+    while none does, so a log never goes quiet for minutes (:class:`is2cloud.progress.Progress`)."""
     # biggest jobs first, so the two workers finish together
     order = sorted(specs, key=lambda s: -(s.window[1] - s.window[0]) * (8.0 if s.product == "ATL03" else 1.0))
     jobs = [(s, str(root), bucket) for s in order]
     workers = max(1, min(workers or _default_workers(), len(jobs)))
-    bar = Progress(len(jobs), "generating granules", progress, stream=sys.stderr)
+    bar = Progress(len(jobs), f"{label}: granules", progress, stream=sys.stderr)
     if workers == 1:
         results = []
         for j in jobs:
@@ -275,11 +278,22 @@ def _generate(specs: Sequence[GranuleSpec], root: Path, bucket: str, workers: in
     os.environ[_GENERATING] = str(os.getpid())
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pending = {pool.submit(_work, j) for j in jobs}
             results = []
-            for i, res in enumerate(pool.map(_work, jobs, chunksize=1), 1):
-                log.info("generated %d/%d %s (%.1f s)", i, len(jobs), res["spec"].name, res["seconds"])
-                results.append(res)
-                bar.update()
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=bar.interval, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        res = fut.result()
+                        log.info("generated %d/%d %s (%.1f s)", len(results) + 1, len(jobs), res["spec"].name,
+                                 res["seconds"])
+                        results.append(res)
+                        bar.update()
+                    if not done:
+                        bar.tick()
+            finally:
+                for fut in pending:  # after a failure: do not start the granules still queued
+                    fut.cancel()
             return results
     except BrokenProcessPool as exc:
         raise RuntimeError("a granule generator process died. If this runs from a script, guard the script's top "
@@ -388,7 +402,7 @@ def _build(final: Path, specs: Sequence[GranuleSpec], *, preset: str, seed: int,
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     try:
-        results = _generate(specs, tmp, bucket, workers, progress)
+        results = _generate(specs, tmp, bucket, workers, progress, label=f"archive {preset!r}")
         _write_archive(tmp, results, preset=preset, seed=seed, signature=signature,
                        seconds=time.perf_counter() - t0, description=description, bucket=bucket)
         old = final.parent / f".{final.name}.old-{os.getpid()}"
