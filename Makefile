@@ -15,7 +15,7 @@ test: env
 ## make book: execute every notebook against the embedded local cloud and build _build/html
 book: env
 	$(PY) -m is2cloud.cli sample-data --preset book
-	rm -f results/measurements.csv
+	rm -rf results/measurements.csv results/measurements.rows
 	$(VENV)/bin/jupyter-book build . --all -W --keep-going || { cat _build/html/reports/*.log 2>/dev/null; exit 1; }
 
 ## make bench: performance figures (book and bench scale, in-region profile) -> results/bench.csv

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from is2cloud.bench import Measurement, append_result, compare, load_results, measure
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _m(name: str, wall: float, gets: int, nbytes: float, **kw) -> Measurement:
@@ -111,3 +115,78 @@ def test_gets_by_object_counts_gets_per_kind_of_key():
     with ledger_of(None) as got:  # earthdata mode: no ledger
         pass
     assert got == []
+
+
+def test_ledger_plot_by_order_shows_each_read_side_by_side():
+    import holoviews as hv
+
+    from is2cloud.bench import ledger_plot
+    from is2cloud.localcloud import Request
+
+    def get(seq, start, n, t):
+        return Request(seq=seq, verb="GET", bucket="b", key="k/x.h5", range_start=start, range_end=start + n - 1,
+                       bytes=n, status=206, start_s=t, duration_s=0.1)
+
+    naive = [get(1, 0, 5_000_000, 0.0), get(2, 2_000_000, 5_000_000, 0.2), get(3, 0, 5_000_000, 0.4)]
+    tuned = [get(4, 0, 4_000_000, 1.0), get(5, 4_000_000, 3_000_000, 1.1),
+             Request(seq=6, verb="HEAD", bucket="b", key="k/x.h5", range_start=None, range_end=None, bytes=0,
+                     status=200, start_s=1.2, duration_s=0.0)]
+    layout = ledger_plot({"naive": naive, "tuned": tuned}, x="order")
+    panels = list(layout)
+    assert isinstance(layout, hv.Layout) and len(panels) == 2
+    assert [p.opts.get().kwargs["title"] for p in panels] == ["naive: 3 GETs, 15.0 MB", "tuned: 2 GETs, 7.0 MB"]
+    assert panels[0].dframe()["request"].tolist() == [1, 2, 3]           # GETs in the order sent; the HEAD is left out
+    assert panels[1].dframe()["end_MB"].tolist() == [4.0, 7.0]
+    assert isinstance(ledger_plot(naive), hv.NdOverlay)                  # the default: points over time
+    with pytest.raises(ValueError, match="'seconds' or 'order'"):
+        ledger_plot(naive, x="time")
+
+
+@pytest.fixture()
+def reference(archive_cloud, creds, granules, tmp_path):
+    """``tuned_baseline`` on the test archive's Greenland granules, results in a fresh table."""
+    from is2cloud.bench import tuned_baseline
+    from is2cloud.settings import get_settings
+
+    def run(chosen=granules, **kw):
+        kw.setdefault("by", "test")
+        return tuned_baseline(chosen, REPO / "data" / "greenland_aoi.geojson", cloud=archive_cloud,
+                              out=get_settings().output_url("test-bench/baseline.parquet"), credentials=creds,
+                              out_credentials=creds, client="sync", results=tmp_path / "m.csv", **kw)
+    return run
+
+
+def test_tuned_baseline_is_reused_within_a_build(reference, granules, tmp_path):
+    from is2cloud.bench import load_results, rows_dir
+    from is2cloud.methods import assert_same_rows
+
+    first = reference(by="notebook 03b", physical_bytes=123)
+    assert first.origin.startswith("measured now") and first.name == "baseline (tuned) -> GeoParquet"
+    assert len(list(rows_dir(tmp_path / "m.csv").glob("*.parquet"))) == 1
+    again = reference(by="notebook 07")
+    assert again.origin.startswith(f"reused from notebook 03b's run at {first.timestamp[11:19]} UTC")
+    assert (again.wall_s, again.gets, again.get_bytes, again.rows, again.physical_bytes) == \
+        (first.wall_s, first.gets, first.get_bytes, first.rows, 123)
+    assert_same_rows(first.result, again.result, names=("measured", "reused"))
+    assert again.result.attrs == {}
+    assert "reused from notebook 03b" in str(again)
+    assert len(load_results(tmp_path / "m.csv")) == 1          # the reused measurement is not recorded twice
+    assert reference(reuse=False).origin.startswith("measured now")
+
+
+def test_tuned_baseline_is_measured_again_for_other_granules_commit_or_build(reference, granules, tmp_path,
+                                                                           monkeypatch):
+    from is2cloud import bench
+
+    assert len(granules) >= 2, "the test archive should hold two Greenland ATL06 granules"
+    reference()
+    other = reference(granules[:1])
+    assert other.origin.startswith("measured now") and other.granules == 1
+    monkeypatch.setattr(bench, "_commit", lambda: "0000000+")
+    assert reference().origin.startswith("measured now")           # another commit
+    (tmp_path / "m.csv").unlink()                                  # make book clears the table: another build
+    assert reference().origin.startswith("measured now")
+    monkeypatch.setattr(bench, "_commit", lambda: "")              # outside git: nothing to match, nothing kept
+    (tmp_path / "m.csv").unlink()
+    outside = reference()
+    assert outside.origin == "measured now" and reference().origin == "measured now"

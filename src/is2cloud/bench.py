@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import psutil
 
@@ -77,6 +77,7 @@ class Measurement:
     host: str = field(default_factory=lambda: f"{platform.node()} ({os.cpu_count()} cpu)")
     cores: int = field(default_factory=lambda: _cores())
     result: Any = field(default=None, repr=False, compare=False)  # the block's output frame (not recorded)
+    origin: str = field(default="", repr=False, compare=False)  # "measured now" / "reused from ..." (not recorded)
 
     @property
     def bytes_ratio(self) -> float | None:
@@ -86,7 +87,7 @@ class Measurement:
         return self.get_bytes / self.physical_bytes
 
     def as_row(self) -> dict[str, Any]:
-        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "result"}
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_RECORDED}
         row["bytes_ratio"] = self.bytes_ratio
         return row
 
@@ -109,7 +110,12 @@ class Measurement:
         if self.lower_bound_s is not None:
             parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}")
         parts.append(f"[{self.mode}, scale={self.scale}, profile={self.profile}]")
+        if self.origin:
+            parts.append(self.origin)
         return "; ".join(parts)
+
+
+_NOT_RECORDED = frozenset({"result", "origin"})  # Measurement fields that are not columns of the results table
 
 
 _SUITE: list[str] = [""]  # the suite run_suites is running, recorded in each measurement
@@ -316,7 +322,8 @@ def load_results(path: str | Path | None = None):  # -> pandas.DataFrame
 
     path = Path(path) if path else results_path()
     if not path.exists():
-        return pd.DataFrame(columns=[f.name for f in fields(Measurement) if f.name != "result"] + ["bytes_ratio"])
+        return pd.DataFrame(columns=[f.name for f in fields(Measurement) if f.name not in _NOT_RECORDED]
+                            + ["bytes_ratio"])
     return pd.read_csv(path)
 
 
@@ -602,28 +609,56 @@ def merge_results(known: Any, new: Any) -> Any:
 # -- request by request --------------------------------------------------------------------------------------
 
 
-def ledger_plot(requests: Any, *, title: str = "", width: int = 700, height: int = 320):  # -> holoviews object
-    """Each GET of the ledger as a point: when it started (seconds after the first) against where in the
-    object it read (byte offset, MB), sized by the bytes it moved. ``requests``: a list of ledger rows
-    (:meth:`LocalCloud.ledger`), or ``{label: rows}`` to overlay several reads (one colour each)."""
+def ledger_plot(requests: Any, *, title: str = "", x: Literal["seconds", "order"] = "seconds", width: int = 700,
+                height: int = 320):  # -> holoviews object
+    """Each GET of the ledger against where in the object it read (byte offset, MB). ``requests``: a list of
+    ledger rows (:meth:`LocalCloud.ledger`), or ``{label: rows}`` for several reads (one colour each).
+
+    ``x="seconds"``: one point per GET at the time it started (seconds after the read's first GET), sized
+    by the bytes it moved; the reads are overlaid. ``x="order"``: the GETs numbered in the order they were
+    sent, each drawn as a vertical bar over the bytes it fetched, one panel per read side by side on the
+    same axes: bytes fetched twice show up as bars over the same offsets. Give the rows of one object (one
+    granule) per read: offsets of different objects are not comparable.
+    """
     import hvplot.pandas  # noqa: F401 (registers .hvplot)
     import pandas as pd
 
+    if x not in ("seconds", "order"):
+        raise ValueError(f"x must be 'seconds' or 'order', not {x!r}")
     groups = requests if isinstance(requests, dict) else {"GET": requests}
     rows = []
     for label, reqs in groups.items():
         gets = [r for r in reqs if r.verb == "GET" and r.key]
         t0 = min((r.start_s for r in gets), default=0.0)
-        rows += [{"read": label, "seconds": r.start_s - t0, "offset_MB": (r.range_start or 0) / 1e6,
-                  "MB": r.bytes / 1e6, "duration_s": r.duration_s, "key": r.key.rsplit("/", 1)[-1]} for r in gets]
+        rows += [{"read": label, "request": i, "seconds": r.start_s - t0, "offset_MB": (r.range_start or 0) / 1e6,
+                  "MB": r.bytes / 1e6, "duration_s": r.duration_s, "key": r.key.rsplit("/", 1)[-1]}
+                 for i, r in enumerate(sorted(gets, key=lambda r: r.start_s), start=1)]
     if not rows:
         raise ValueError("the ledger rows hold no GET of an object: nothing to plot")
     frame = pd.DataFrame(rows)
+    if x == "order":
+        return _ledger_bars(frame, groups, title=title, width=width, height=height)
     frame["size"] = 20 + 200 * frame["MB"] / frame["MB"].max()
     return frame.hvplot.scatter(x="seconds", y="offset_MB", by="read", size="size", alpha=0.6, width=width,
                                 height=height, hover_cols=["key", "MB", "duration_s"],
                                 xlabel="seconds since the first GET", ylabel="byte offset in the object (MB)",
                                 title=title or f"{len(frame)} GETs, one point each")
+
+
+def _ledger_bars(frame: Any, groups: dict, *, title: str, width: int, height: int):  # -> holoviews Layout
+    """One panel per read: GET number against the byte range it fetched (``ledger_plot(x="order")``)."""
+    import holoviews as hv
+
+    frame = frame.assign(end_MB=frame["offset_MB"] + frame["MB"], request_end=frame["request"])
+    top = float(frame["end_MB"].max())
+    panels = []
+    for (label, part), colour in zip(frame.groupby("read", sort=False), hv.Cycle.default_cycles["default_colors"]):
+        bars = hv.Segments(part, kdims=["request", "offset_MB", "request_end", "end_MB"], vdims=["MB", "key"])
+        panels.append(bars.opts(color=colour, line_width=6, tools=["hover"], width=max(250, width // len(groups)),
+                                height=height, xlabel="GET, in the order sent", ylabel="byte offset in the object (MB)",
+                                ylim=(0, top * 1.02), xlim=(0.5, part["request"].max() + 0.5),
+                                title=f"{label}: {len(part)} GETs, {part['MB'].sum():,.1f} MB"))
+    return hv.Layout(panels).cols(len(panels)).opts(title=title)
 
 
 @contextmanager
@@ -652,3 +687,128 @@ def gets_by_object(requests: list, kinds: dict[str, str]):  # -> pandas.DataFram
         table[label][1] += r.bytes
     rows = [{"objects": k, "GETs": n, "MB": b / 1e6} for k, (n, b) in table.items()]
     return pd.DataFrame(rows).set_index("objects")
+
+
+# -- the tuned baseline, measured once per build -----------------------------------------------------------
+
+TUNED_BASELINE = "baseline (tuned) -> GeoParquet"
+_REFERENCE_KEY = "is2cloud:reference"  # the GeoParquet metadata key of a kept reference's rows
+
+
+def rows_dir(results: str | Path | None = None) -> Path:
+    """Where reusable measurements keep their rows: beside the results table (``results/measurements.rows/``).
+    Not in the output bucket: the embedded cloud's buckets live in memory and end with each notebook's kernel."""
+    path = Path(results) if results else results_path()
+    return path.with_name(path.stem + ".rows")
+
+
+def _reference_key(sources: list, area: Any, *, mode: str, scale: str, profile: str, commit: str) -> str:
+    """What a reused measurement must match: method, mode, scale, network profile, commit, granules, AOI."""
+    import hashlib
+    import json
+
+    what = {"name": TUNED_BASELINE, "mode": mode, "scale": scale, "profile": profile, "commit": commit,
+            "granules": sorted([s.name, s.url, s.size, s.md5] for s in sources), "aoi": area.geometry.wkb_hex}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
+
+
+_INT_FIELDS = ("requests", "gets", "get_bytes", "faults", "concurrency", "granules", "rows", "physical_bytes", "cores")
+_FLOAT_FIELDS = ("latency_s", "bandwidth_MBps", "wall_s", "cpu_s", "server_cpu_s", "peak_rss_MB", "lower_bound_s")
+
+
+def _from_row(row: dict[str, str]) -> Measurement:
+    """A :class:`Measurement` from a row of the results table, as :func:`csv.DictReader` reads it."""
+    values: dict[str, Any] = {}
+    for f in fields(Measurement):
+        if f.name in _NOT_RECORDED or f.name not in row:
+            continue
+        text = row[f.name]
+        if f.name in _INT_FIELDS:
+            values[f.name] = int(float(text)) if text else None
+        elif f.name in _FLOAT_FIELDS:
+            values[f.name] = float(text) if text else (None if f.name in ("server_cpu_s", "lower_bound_s")
+                                                       else float("nan"))
+        else:
+            values[f.name] = text
+    return Measurement(**values)
+
+
+def _recorded(key: str, results: str | Path | None) -> tuple[Measurement, str] | None:
+    """The measurement recorded under ``key`` in this build, with its rows, and who measured it; None when
+    there is none: no rows kept under ``key``, or the results table (cleared by ``make book``) no longer holds
+    the measurement they belong to."""
+    from is2cloud.geoparquet import read_geoparquet, read_metadata
+
+    path = rows_dir(results) / f"{key}.parquet"
+    if not path.exists():
+        return None
+    kept = read_metadata(path).get(_REFERENCE_KEY) or {}
+    table = Path(results) if results else results_path()
+    if kept.get("key") != key or not table.exists():
+        return None
+    with open(table, newline="") as fh:
+        hits = [r for r in csv.DictReader(fh) if r.get("name") == TUNED_BASELINE
+                and r.get("timestamp") == kept.get("timestamp") and r.get("commit") == kept.get("commit")]
+    if not hits:
+        return None
+    m = _from_row(hits[-1])
+    m.result = read_geoparquet(path)
+    m.result.attrs.pop(_REFERENCE_KEY, None)
+    if len(m.result) != m.rows:
+        raise ValueError(f"{path} holds {len(m.result)} rows but its measurement of {m.timestamp} says {m.rows}: "
+                         f"delete {path} and run again")
+    return m, str(kept.get("by", "an earlier run"))
+
+
+def tuned_baseline(granules: Any, aoi: Any, *, out: str, by: str, cloud: Any = None, credentials: Any = None,
+                   out_credentials: Any = None, client: Any = None, physical_bytes: int | None = None,
+                   reuse: bool = True, results: str | Path | None = None) -> Measurement:
+    """The tuned baseline (notebook 03's method) from ``granules`` to a GeoParquet file at ``out``: the reference
+    the later chapters compare their method with. Returns its measurement (named :data:`TUNED_BASELINE`),
+    with the rows in ``result`` and in ``origin`` which of two things happened:
+
+    * **reused**: this build already measured it (``reuse``, and a row of the results table matches on
+      mode, data scale, network profile, commit, granule set and AOI): that measurement, with the rows that run
+      kept beside the results table (:func:`rows_dir`); nothing is read or written;
+    * **measured now** (anything else, or outside a git checkout, where the commit is unknown): ``subset`` with
+      the tuned configuration and ``write_geoparquet(out)`` inside :func:`measure` (recorded in the results
+      table); then, outside the measurement, the rows are kept for later chapters, labelled with ``by`` (e.g.
+      ``"notebook 03b"``).
+
+    ``credentials`` read the granules, ``out_credentials`` write ``out`` (default ``get_credentials("write")``);
+    ``cloud``, ``client``, ``physical_bytes`` and ``results`` as for :func:`measure` and the baseline's ``subset``.
+    """
+    from is2cloud.aoi import load_aoi
+    from is2cloud.geoparquet import write_geoparquet
+    from is2cloud.methods import baseline
+
+    area = load_aoi(aoi)
+    items = list(granules)
+    sources = [baseline.granule_source(g) for g in items]
+    settings = get_settings()
+    profile = cloud.profile.name if cloud is not None else (settings.profile if settings.mode == "local" else "aws")
+    commit = _commit()
+    key = _reference_key(sources, area, mode=settings.mode, scale=settings.scale, profile=profile, commit=commit)
+    found = _recorded(key, results) if reuse and commit else None
+    if found is not None:
+        m, who = found
+        if physical_bytes and not m.physical_bytes:
+            m.physical_bytes = physical_bytes
+        m.origin = (f"reused from {who}'s run at {m.timestamp[11:19]} UTC (same scale, network profile, "
+                    f"{len(sources)} granules, AOI and commit)")
+        return m
+    if out_credentials is None:
+        from is2cloud.access import get_credentials
+
+        out_credentials = get_credentials("write")
+    with measure(TUNED_BASELINE, method=baseline.NAME, cloud=cloud, results=results, granules=len(sources),
+                 physical_bytes=physical_bytes, notes=f"AOI {area.name}; earthaccess blockcache; by {by}") as m:
+        m.result = baseline.subset(items, area, config="tuned", credentials=credentials, client=client)
+        write_geoparquet(m.result, out, credentials=out_credentials)
+    m.origin = "measured now"
+    if commit:
+        kept = {"key": key, "timestamp": m.timestamp, "commit": m.commit, "by": by}
+        rows_dir(results).mkdir(parents=True, exist_ok=True)
+        write_geoparquet(m.result, rows_dir(results) / f"{key}.parquet", metadata={_REFERENCE_KEY: kept})
+        m.origin += " (kept for later chapters of this build)"
+    return m
