@@ -111,3 +111,28 @@ def test_gets_by_object_counts_gets_per_kind_of_key():
     with ledger_of(None) as got:  # earthdata mode: no ledger
         pass
     assert got == []
+
+
+def test_peak_memory_is_the_whole_process_tree_sampled_together(archive_cloud, tmp_path):
+    """A child holding 200 MB and the embedded server are both in peak_rss_MB (one sum per sample)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    hold = "import sys, time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(30)"
+    with measure("tree", cloud=archive_cloud, results=tmp_path / "m.csv") as m:
+        child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+        try:
+            assert child.stdout.readline().strip() == b"1"
+            child_rss = psutil.Process(child.pid).memory_info().rss
+            time.sleep(0.3)  # a few samples while the child holds its memory
+        finally:
+            child.kill()
+            child.wait()
+    me = psutil.Process().memory_info().rss
+    server = psutil.Process(archive_cloud._proc.pid).memory_info().rss
+    assert child_rss > 200e6
+    assert m.server_peak_rss_MB is not None and m.server_peak_rss_MB > 0.5 * server / 1e6
+    assert m.peak_rss_MB * 1e6 > 0.9 * (me + server) + child_rss

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 from is2cloud.progress import Progress
 
 __all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
-           "map_granules"]
+           "map_granules", "release_memory"]
 
 OnError = Literal["raise", "skip"]
 
@@ -148,6 +148,33 @@ def close_client() -> None:
                 obj.close()
             except Exception:  # closing at exit: nothing useful to report
                 pass
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the operating system (glibc's
+    ``malloc_trim``; elsewhere only the collection): memory freed by a finished task stays in a process's
+    resident size until then."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def release_memory(client: Any = None) -> None:
+    """:func:`trim_memory` in this process and in the workers of ``client`` (default: the process-wide
+    local cluster, if one was started): a benchmark calls it before each measurement, so that what an
+    earlier run left behind does not count in the next one's peak memory (Dask's advice for memory
+    that stays with a worker after its tasks finished)."""
+    trim_memory()
+    if client is None:
+        client = _local.get("client")
+    if client is None or isinstance(client, str) or getattr(client, "status", "") != "running":
+        return
+    client.run(trim_memory)
 
 
 def _resolve_client(client: Any):

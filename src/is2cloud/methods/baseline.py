@@ -615,7 +615,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
     configuration are checked to be identical. Returns the measurements (also appended to the results
     table, ``results`` or the default).
     """
-    from is2cloud.bench import measure
+    from is2cloud.bench import Stash, measure
     from is2cloud.methods.identity import assert_same_rows
 
     configs = [_check_config(c) for c in configs]
@@ -624,7 +624,8 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
                                                   scene.client)
     before = cloud.profile_name
     cloud.set_profile(profile)
-    out, frames = [], {}
+    out = []
+    frames = Stash()  # one frame per configuration, compared at the end, on disk meanwhile
     try:
         for config in configs:
             for i in range(repeat):
@@ -632,12 +633,16 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
                          f"{open_options(config, 0)['cache_type']}; run {i + 1}/{repeat}")
                 with measure(f"baseline ({PROSE[config]})", method=NAME, cloud=cloud, scale=scale, results=results,
                              notes=notes, granules=len(granules), physical_bytes=limit.nbytes) as m:
-                    m.result = gdf = subset(granules, area, config=config, credentials=credentials, client=client)
+                    m.result = subset(granules, area, config=config, credentials=credentials, client=client)
                 out.append(m)
-                frames.setdefault(config, gdf)
+                if config not in frames:
+                    frames.put(config, m.result)
+                m.result = None
+        first = frames.get(configs[0])
+        for other in dict.fromkeys(configs[1:]):
+            if other != configs[0]:
+                assert_same_rows(first, frames.get(other), names=(configs[0], other))
     finally:
         cloud.set_profile(before)
-    names = list(frames)
-    for other in names[1:]:
-        assert_same_rows(frames[names[0]], frames[other], names=(names[0], other))
+        frames.close()
     return out

@@ -188,8 +188,32 @@ def empty_frame():  # -> GeoDataFrame
 
 
 def sort_canonical(df: pd.DataFrame) -> pd.DataFrame:
-    """Sorted by ``granule, track_id, segment_id`` (stable) with a fresh RangeIndex."""
+    """Sorted by ``granule, track_id, segment_id`` (stable) with a fresh RangeIndex.
+
+    A frame already in that order (methods that assemble granules, beams and rows in order) is not
+    copied: moving every column costs more than checking the order."""
+    if _in_canonical_order(df):
+        return df.reset_index(drop=True)
     return df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
+
+
+def _in_canonical_order(df: pd.DataFrame) -> bool:
+    """Whether the rows are already sorted by :data:`SORT_KEYS` (False when a key is missing, so the
+    caller sorts and places missing keys as ``sort_values`` does)."""
+    if len(df) < 2:
+        return True
+    ordered = np.ones(len(df) - 1, dtype=bool)  # row i+1 is not before row i on the keys compared so far
+    tied = np.ones(len(df) - 1, dtype=bool)     # rows i and i+1 are equal on the keys compared so far
+    for key in SORT_KEYS:
+        codes, _ = pd.factorize(df[key], sort=True)
+        if (codes < 0).any():
+            return False
+        step = np.diff(codes)
+        ordered &= ~tied | (step >= 0)
+        tied &= step == 0
+        if not ordered.all():
+            return False
+    return True
 
 
 def check_canonical(df: Any, *, name: str = "frame") -> None:
