@@ -465,7 +465,8 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] | None = 
 
 
 def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = DEFAULT_VARIABLES):
-    """One canonical GeoDataFrame from per-granule columns (:func:`clip_granule`), extras after ``geometry``."""
+    """One canonical GeoDataFrame from per-granule columns (:func:`clip_granule`), extras after ``geometry``.
+    The parts are emptied as their columns are joined (so they are not held twice)."""
     parts = [p for p in parts if p]
     extras = [_column(v) for v in variables if v not in DEFAULT_VARIABLES]
     if not parts:
@@ -473,7 +474,9 @@ def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = 
         for c in extras:
             frame[c] = np.array([], dtype="f8")
     else:
-        cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        cols = {}
+        for c in list(parts[0]):  # each column's pieces are let go once joined: the subset is not held twice
+            cols[c] = np.concatenate([p.pop(c) for p in parts])
         frame = canonical_frame({c: v for c, v in cols.items() if c not in extras}, sort=False)
         for c in extras:
             frame[c] = cols[c]

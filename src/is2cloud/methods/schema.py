@@ -122,7 +122,7 @@ def _to_int(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     info = np.iinfo(dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
         raise SchemaError(f"column {name!r} has values {arr.min()}..{arr.max()} outside {dtype} range")
-    return arr.astype(dtype)
+    return arr.astype(dtype, copy=False)
 
 
 def _to_time(values: Any) -> pd.Series:
@@ -166,8 +166,10 @@ def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = T
             arr = np.asarray(v, dtype="f8")
             if c in ("h_li", "h_li_sigma"):
                 arr = np.where(arr >= FILL_VALUE_F32, np.nan, arr)
-            out[c] = arr.astype(dtype)
-    df = pd.DataFrame({c: pd.Series(out[c], dtype=CANONICAL_DTYPES[c]) for c in wanted})
+            out[c] = arr.astype(dtype, copy=False)
+    # one block per column, without the copy that consolidating them into 2-D blocks makes (a subset of
+    # millions of rows would be held twice while the frame is built)
+    df = pd.DataFrame({c: pd.Series(out.pop(c), dtype=CANONICAL_DTYPES[c], copy=True) for c in wanted}, copy=False)
     bad_track = ~df["track_id"].isin(TRACK_IDS)
     if bad_track.any():
         raise SchemaError(f"track_id must be one of {TRACK_IDS}, got {sorted(set(df.loc[bad_track, 'track_id']))}")
