@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 from is2cloud.progress import Progress
 
 __all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
-           "map_granules", "release_memory"]
+           "is_shared_client", "map_granules", "release_memory"]
 
 OnError = Literal["raise", "skip"]
 
@@ -136,6 +136,11 @@ def get_client(n_workers: int | None = None):  # -> distributed.Client
             atexit.register(close_client)
             _local["atexit"] = True
         return client
+
+
+def is_shared_client(client: Any) -> bool:
+    """Whether ``client`` is the process-wide local cluster's (made by :func:`get_client`)."""
+    return client is not None and client is _local.get("client")
 
 
 def close_client() -> None:
