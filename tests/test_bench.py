@@ -136,3 +136,25 @@ def test_peak_memory_is_the_whole_process_tree_sampled_together(archive_cloud, t
     assert child_rss > 200e6
     assert m.server_peak_rss_MB is not None and m.server_peak_rss_MB > 0.5 * server / 1e6
     assert m.peak_rss_MB * 1e6 > 0.9 * (me + server) + child_rss
+
+
+def test_stash_gives_back_the_frame_it_was_given():
+    import geopandas as gpd
+    import numpy as np
+
+    from is2cloud.bench import Stash
+    from is2cloud.methods.schema import canonical_frame
+
+    frame = canonical_frame({"time": np.array(["2019-03-12T00:00:00"], "datetime64[ns]"), "latitude": [70.0],
+                             "longitude": [-45.0], "h_li": [np.float32(3.4028235e38)], "h_li_sigma": [0.1],
+                             "atl06_quality_summary": [0], "track_id": ["gt1l"], "rgt": [1], "cycle": [3],
+                             "segment_id": [7], "granule": ["g.h5"]})
+    with Stash() as stash:
+        stash.put("a", frame)
+        assert "a" in stash and "b" not in stash
+        back = stash.get("a")
+        directory = stash._dir.name
+    assert isinstance(back, gpd.GeoDataFrame) and back.dtypes.equals(frame.dtypes) and back.equals(frame)
+    import os
+
+    assert not os.path.exists(directory)  # nothing left on disk

@@ -179,7 +179,10 @@ def release_memory(client: Any = None) -> None:
         client = _local.get("client")
     if client is None or isinstance(client, str) or getattr(client, "status", "") != "running":
         return
-    client.run(trim_memory)
+    try:
+        client.run(trim_memory)
+    except Exception:  # a worker restarting or gone: nothing to release there, and nothing to measure wrong
+        pass
 
 
 def _resolve_client(client: Any):
