@@ -371,7 +371,7 @@ class Stash:
         """Keep ``frame`` under ``name`` (replacing an earlier one)."""
         import pickle
 
-        path = Path(self._dir.name) / f"{len(self._paths)}.pickle"
+        path = Path(self._dir.name) / f"{name.encode().hex()}.pickle"  # one file per name
         with open(path, "wb") as fh:
             pickle.dump(frame, fh, protocol=pickle.HIGHEST_PROTOCOL)
         self._paths[name] = path
