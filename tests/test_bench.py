@@ -190,3 +190,49 @@ def test_tuned_baseline_is_measured_again_for_other_granules_commit_or_build(ref
     (tmp_path / "m.csv").unlink()
     outside = reference()
     assert outside.origin == "measured now" and reference().origin == "measured now"
+
+def test_peak_memory_is_the_whole_process_tree_sampled_together(archive_cloud, tmp_path):
+    """A child holding 200 MB and the embedded server are both in peak_rss_MB (one sum per sample)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    hold = "import sys, time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096]); print(1, flush=True); time.sleep(30)"
+    with measure("tree", cloud=archive_cloud, results=tmp_path / "m.csv") as m:
+        child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
+        try:
+            assert child.stdout.readline().strip() == b"1"
+            child_rss = psutil.Process(child.pid).memory_info().rss
+            time.sleep(0.3)  # a few samples while the child holds its memory
+        finally:
+            child.kill()
+            child.wait()
+    me = psutil.Process().memory_info().rss
+    server = psutil.Process(archive_cloud._proc.pid).memory_info().rss
+    assert child_rss > 200e6
+    assert m.server_peak_rss_MB is not None and m.server_peak_rss_MB > 0.5 * server / 1e6
+    assert m.peak_rss_MB * 1e6 > 0.9 * (me + server) + child_rss
+
+
+def test_stash_gives_back_the_frame_it_was_given():
+    import geopandas as gpd
+    import numpy as np
+
+    from is2cloud.bench import Stash
+    from is2cloud.methods.schema import canonical_frame
+
+    frame = canonical_frame({"time": np.array(["2019-03-12T00:00:00"], "datetime64[ns]"), "latitude": [70.0],
+                             "longitude": [-45.0], "h_li": [np.float32(3.4028235e38)], "h_li_sigma": [0.1],
+                             "atl06_quality_summary": [0], "track_id": ["gt1l"], "rgt": [1], "cycle": [3],
+                             "segment_id": [7], "granule": ["g.h5"]})
+    with Stash() as stash:
+        stash.put("a", frame)
+        assert "a" in stash and "b" not in stash
+        back = stash.get("a")
+        directory = stash._dir.name
+    assert isinstance(back, gpd.GeoDataFrame) and back.dtypes.equals(frame.dtypes) and back.equals(frame)
+    import os
+
+    assert not os.path.exists(directory)  # nothing left on disk

@@ -134,3 +134,40 @@ def test_default_client_is_the_shared_local_cluster(dask_client):
     out = map_granules(length_of_name, URLS[:2], progress=False)  # client=None: no default client -> shared cluster
     assert len(out) == 2
     assert get_client() is dask_client
+
+
+
+class _Cycle:
+    pass
+
+
+_CYCLE = None  # a weak reference to one object of the cycle, in the worker that made it
+
+
+def _make_cycle() -> None:
+    """In a worker: garbage only a collection frees (a reference cycle), with automatic collection off."""
+    import gc
+    import weakref
+
+    global _CYCLE
+    gc.disable()
+    a, b = _Cycle(), _Cycle()
+    a.other, b.other = b, a
+    _CYCLE = weakref.ref(a)
+
+
+def _cycle_collected() -> bool:
+    import gc
+
+    gc.enable()
+    return _CYCLE() is None
+
+
+def test_release_memory_reaches_the_shared_clusters_workers(dask_client):
+    from is2cloud.parallel import is_shared_client, release_memory
+
+    assert is_shared_client(dask_client) and not is_shared_client(None) and not is_shared_client("sync")
+    dask_client.run(_make_cycle)
+    release_memory()  # the shared cluster: this process and every worker
+    assert all(dask_client.run(_cycle_collected).values())
+    release_memory("sync")  # no workers: this process only

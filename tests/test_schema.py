@@ -189,3 +189,23 @@ def test_dtype_column_and_geometry_differences_are_reported():
     t.loc[0, "time"] = t.loc[0, "time"] + pd.Timedelta(1, "ns")
     with pytest.raises(AssertionError, match="column 'time' differs in 1 rows"):
         assert_same_rows(a, t)
+
+
+def test_sort_keeps_a_frame_already_in_order_and_orders_ties_by_every_key():
+    from is2cloud.methods.schema import _in_canonical_order
+
+    a = columns(8, granule="ATL06_A.h5", seed=1)
+    gdf = canonical_frame(a)
+    assert _in_canonical_order(gdf)
+    kept = sort_canonical(gdf)
+    pd.testing.assert_frame_equal(kept, gdf)
+    # one granule and beam, segment ids going down: out of order on the last key only
+    beam = canonical_frame({**a, "track_id": "gt1l"})
+    backwards = beam.iloc[::-1]
+    assert _in_canonical_order(beam) and not _in_canonical_order(backwards)
+    pd.testing.assert_frame_equal(sort_canonical(backwards), beam)
+    # a later granule's segment id may be smaller: still in order
+    b = canonical_frame(columns(8, granule="ATL06_B.h5", seed=2))
+    both = pd.concat([gdf, b], ignore_index=True)
+    assert _in_canonical_order(both)
+    assert not _in_canonical_order(pd.concat([b, gdf], ignore_index=True))

@@ -6,9 +6,14 @@
 
 * ``rows`` and ``granules`` come from the frame the block leaves in ``m.result`` (its length and its
   distinct ``granule`` values) unless given; ``physical_bytes`` is the physical limit of the subset.
-* CPU and peak memory cover this process and its children (Dask workers), not the local cloud's
-  server process: the server stands in for S3, whose cost is not ours. Its CPU is reported apart
-  (``server_cpu_s``), since it shares this machine's cores.
+* Peak memory (``peak_rss_MB``) is the largest sum of the resident memory of the whole process tree,
+  sampled together every 50 ms: this process, its descendants (Dask workers) and the local cloud's
+  server process, which holds what the block sends it (``server_peak_rss_MB`` is the server's own
+  peak). CPU (``cpu_s``) covers this process and its descendants, not the server: the server stands
+  in for S3, whose CPU is not ours; it is reported apart (``server_cpu_s``), since it shares this
+  machine's cores. Before the block, memory that earlier blocks freed is handed back to the system in this
+  process and the shared local cluster's workers (:func:`is2cloud.parallel.release_memory`), and a suite
+  keeps the frames it compares in a :class:`Stash` on disk, so a measurement's peak is its own.
 * GETs and bytes come from the server's request ledger, so every client is counted the same way.
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
@@ -60,7 +65,8 @@ class Measurement:
     wall_s: float = float("nan")
     cpu_s: float = float("nan")
     server_cpu_s: float | None = None  # the embedded S3 server's CPU (local mode), not in cpu_s
-    peak_rss_MB: float = float("nan")
+    peak_rss_MB: float = float("nan")  # the process tree's, the server's process included
+    server_peak_rss_MB: float | None = None  # the embedded S3 server's own peak (local mode)
     requests: int | None = None
     gets: int | None = None
     get_bytes: int | None = None
@@ -147,42 +153,53 @@ def _cores() -> int:
 
 
 class _TreeSampler:
-    """Samples CPU times and RSS of this process and its descendants (minus excluded pids)."""
+    """Samples the resident memory of a process tree together (one sum per sample, its largest kept in
+    ``peak``) and the CPU times of its processes: this process, its descendants, and the ``server``
+    process with its descendants (a child of this process or not), whose CPU is left out of
+    :meth:`cpu_used` and whose own largest memory is ``server_peak``."""
 
-    def __init__(self, exclude: set[int], interval: float = 0.05):
-        self.exclude = exclude
+    def __init__(self, server: int | None = None, interval: float = 0.05):
+        self.server = server
         self.interval = interval
         self.peak = 0
+        self.server_peak = 0
         self.cpu: dict[int, float] = {}
+        self._server_pids: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _procs(self) -> list[psutil.Process]:
         me = psutil.Process()
         try:
-            kids = me.children(recursive=True)
+            procs = [me, *me.children(recursive=True)]
         except psutil.Error:
-            kids = []
-        excluded: set[int] = set()
-        for pid in self.exclude:
-            excluded.add(pid)
+            procs = [me]
+        if self.server:
             try:
-                excluded.update(c.pid for c in psutil.Process(pid).children(recursive=True))
+                server = psutil.Process(self.server)
+                self._server_pids = {server.pid, *(c.pid for c in server.children(recursive=True))}
+                known = {p.pid for p in procs}
+                procs += [server] if server.pid not in known else []
             except psutil.Error:
-                pass
-        return [me] + [k for k in kids if k.pid not in excluded]
+                self._server_pids = set()
+        return procs
 
     def sample(self) -> None:
-        rss = 0
+        rss = server_rss = 0
         for p in self._procs():
             try:
                 with p.oneshot():
-                    rss += p.memory_info().rss
+                    mem = p.memory_info().rss
                     t = p.cpu_times()
-                    self.cpu[p.pid] = t.user + t.system
             except psutil.Error:
                 continue
+            rss += mem
+            if p.pid in self._server_pids:
+                server_rss += mem
+            else:
+                self.cpu[p.pid] = t.user + t.system
         self.peak = max(self.peak, rss)
+        self.server_peak = max(self.server_peak, server_rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -265,7 +282,10 @@ def measure(
     m.profile = prof.name if prof else "aws"
     m.latency_s = prof.latency_s if prof else 0.0
     m.bandwidth_MBps = (prof.bandwidth_Bps / 1e6) if prof else 0.0
-    sampler = _TreeSampler({server_pid} if server_pid else set())
+    from is2cloud.parallel import release_memory
+
+    release_memory()  # what earlier blocks left in this process and the shared local cluster's workers
+    sampler = _TreeSampler(server_pid)
     server_cpu0 = _process_cpu(server_pid)
     t0 = time.perf_counter()
     with sampler:
@@ -277,6 +297,8 @@ def measure(
     if server_cpu0 is not None and server_cpu1 is not None:
         m.server_cpu_s = server_cpu1 - server_cpu0
     m.peak_rss_MB = sampler.peak / 1e6
+    if server_pid:
+        m.server_peak_rss_MB = sampler.server_peak / 1e6
     m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if cloud is not None and seq0 is not None:
         rows = cloud.ledger(since=seq0)
@@ -334,6 +356,49 @@ def published_timings(path: str | Path | None = None):  # -> pandas.DataFrame
     return pd.read_csv(Path(path) if path else REPO / "data" / "published_timings.csv")
 
 
+class Stash:
+    """Frames a benchmark compares at its end, kept on local disk (pickled, dtypes exact) in between: held in
+    memory, the first method's frame would count in the next method's peak memory.
+
+    >>> frames = Stash()                      # doctest: +SKIP
+    >>> frames.put("baseline", m0.result)     # doctest: +SKIP
+    >>> assert_same_rows(frames.get("baseline"), frames.get("chunkindex"))   # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="is2cloud-stash-")
+        self._paths: dict[str, Path] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._paths
+
+    def put(self, name: str, frame: Any) -> None:
+        """Keep ``frame`` under ``name`` (replacing an earlier one)."""
+        import pickle
+
+        path = Path(self._dir.name) / f"{name.encode().hex()}.pickle"  # one file per name
+        with open(path, "wb") as fh:
+            pickle.dump(frame, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._paths[name] = path
+
+    def get(self, name: str) -> Any:
+        import pickle
+
+        with open(self._paths[name], "rb") as fh:
+            return pickle.load(fh)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    def __enter__(self) -> "Stash":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 # -- make bench ----------------------------------------------------------------------------------------
 
 # The embedded server's cost per request, SlideRule's ATL06-SR request (notebook 02), then every method of the
@@ -372,6 +437,7 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
                         m.suite = suite
                         if "results" not in accepted:  # suites that take `results` record themselves
                             append_result(m, results)
+                        m.result = None  # not recorded; kept, the frames would count in later suites' memory
                         out.append(m)
                 finally:
                     _SUITE[0] = ""

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 from is2cloud.progress import Progress
 
 __all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
-           "map_granules"]
+           "is_shared_client", "map_granules", "release_memory"]
 
 OnError = Literal["raise", "skip"]
 
@@ -138,6 +138,11 @@ def get_client(n_workers: int | None = None):  # -> distributed.Client
         return client
 
 
+def is_shared_client(client: Any) -> bool:
+    """Whether ``client`` is the process-wide local cluster's (made by :func:`get_client`)."""
+    return client is not None and client is _local.get("client")
+
+
 def close_client() -> None:
     """Close the process-wide local cluster (if one was started)."""
     with _lock:
@@ -148,6 +153,36 @@ def close_client() -> None:
                 obj.close()
             except Exception:  # closing at exit: nothing useful to report
                 pass
+
+
+def trim_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the operating system (glibc's
+    ``malloc_trim``; elsewhere only the collection): memory freed by a finished task stays in a process's
+    resident size until then."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def release_memory(client: Any = None) -> None:
+    """:func:`trim_memory` in this process and in the workers of ``client`` (default: the process-wide
+    local cluster, if one was started): a benchmark calls it before each measurement, so that what an
+    earlier run left behind does not count in the next one's peak memory (Dask's advice for memory
+    that stays with a worker after its tasks finished)."""
+    trim_memory()
+    if client is None:
+        client = _local.get("client")
+    if client is None or isinstance(client, str) or getattr(client, "status", "") != "running":
+        return
+    try:
+        client.run(trim_memory)
+    except Exception:  # a worker restarting or gone: nothing to release there, and nothing to measure wrong
+        pass
 
 
 def _resolve_client(client: Any):

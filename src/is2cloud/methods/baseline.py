@@ -465,7 +465,8 @@ def subset(granules: Iterable[Any], aoi: Any, variables: Iterable[str] | None = 
 
 
 def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = DEFAULT_VARIABLES):
-    """One canonical GeoDataFrame from per-granule columns (:func:`clip_granule`), extras after ``geometry``."""
+    """One canonical GeoDataFrame from per-granule columns (:func:`clip_granule`), extras after ``geometry``.
+    The parts are emptied as their columns are joined (so they are not held twice)."""
     parts = [p for p in parts if p]
     extras = [_column(v) for v in variables if v not in DEFAULT_VARIABLES]
     if not parts:
@@ -473,7 +474,9 @@ def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = 
         for c in extras:
             frame[c] = np.array([], dtype="f8")
     else:
-        cols = {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+        cols = {}
+        for c in list(parts[0]):  # each column's pieces are let go once joined: the subset is not held twice
+            cols[c] = np.concatenate([p.pop(c) for p in parts])
         frame = canonical_frame({c: v for c, v in cols.items() if c not in extras}, sort=False)
         for c in extras:
             frame[c] = cols[c]
@@ -615,7 +618,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
     configuration are checked to be identical. Returns the measurements (also appended to the results
     table, ``results`` or the default).
     """
-    from is2cloud.bench import measure
+    from is2cloud.bench import Stash, measure
     from is2cloud.methods.identity import assert_same_rows
 
     configs = [_check_config(c) for c in configs]
@@ -624,7 +627,8 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
                                                   scene.client)
     before = cloud.profile_name
     cloud.set_profile(profile)
-    out, frames = [], {}
+    out = []
+    frames = Stash()  # one frame per configuration, compared at the end, on disk meanwhile
     try:
         for config in configs:
             for i in range(repeat):
@@ -632,12 +636,16 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str]
                          f"{open_options(config, 0)['cache_type']}; run {i + 1}/{repeat}")
                 with measure(f"baseline ({PROSE[config]})", method=NAME, cloud=cloud, scale=scale, results=results,
                              notes=notes, granules=len(granules), physical_bytes=limit.nbytes) as m:
-                    m.result = gdf = subset(granules, area, config=config, credentials=credentials, client=client)
+                    m.result = subset(granules, area, config=config, credentials=credentials, client=client)
                 out.append(m)
-                frames.setdefault(config, gdf)
+                if config not in frames:
+                    frames.put(config, m.result)
+                m.result = None
+        first = frames.get(configs[0])
+        for other in dict.fromkeys(configs[1:]):
+            if other != configs[0]:
+                assert_same_rows(first, frames.get(other), names=(configs[0], other))
     finally:
         cloud.set_profile(before)
-    names = list(frames)
-    for other in names[1:]:
-        assert_same_rows(frames[names[0]], frames[other], names=(names[0], other))
+        frames.close()
     return out

@@ -240,7 +240,9 @@ def fetch_ranges(credentials: Any, requests: Sequence[RangeRequest], *, concurre
     With ``check`` each response's ETag and object size must match ``request.obj``
     (:class:`ObjectChangedError` otherwise); a missing object raises :class:`ObjectMissingError`.
     ``process(i, data)``, if given, runs in a thread pool of ``workers`` threads as each range arrives
-    (e.g. to decompress while other ranges are still in flight), and its results are returned instead.
+    (e.g. to decompress while other ranges are still in flight), and its results are returned instead;
+    a range counts against ``concurrency`` until it is processed, so the bytes fetched but not yet
+    processed stay bounded when processing is slower than the network.
     """
     if not requests:
         return []
@@ -252,10 +254,10 @@ def fetch_ranges(credentials: Any, requests: Sequence[RangeRequest], *, concurre
         pool = ThreadPoolExecutor(workers, thread_name_prefix="is2cloud-decode") if process else None
 
         async def one(i: int, req: RangeRequest) -> Any:
-            async with sem:
+            async with sem:  # held while the range is processed: at most `concurrency` ranges wait in memory
                 data = await _get(get_store(req.obj.bucket), req, retries=retries, check=check)
-            if pool is not None and process is not None:
-                return await loop.run_in_executor(pool, process, i, data)
+                if pool is not None and process is not None:
+                    return await loop.run_in_executor(pool, process, i, data)
             return data
 
         tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]

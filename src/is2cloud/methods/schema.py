@@ -122,7 +122,7 @@ def _to_int(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     info = np.iinfo(dtype)
     if arr.size and (arr.min() < info.min or arr.max() > info.max):
         raise SchemaError(f"column {name!r} has values {arr.min()}..{arr.max()} outside {dtype} range")
-    return arr.astype(dtype)
+    return arr.astype(dtype, copy=False)
 
 
 def _to_time(values: Any) -> pd.Series:
@@ -166,8 +166,10 @@ def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = T
             arr = np.asarray(v, dtype="f8")
             if c in ("h_li", "h_li_sigma"):
                 arr = np.where(arr >= FILL_VALUE_F32, np.nan, arr)
-            out[c] = arr.astype(dtype)
-    df = pd.DataFrame({c: pd.Series(out[c], dtype=CANONICAL_DTYPES[c]) for c in wanted})
+            out[c] = arr.astype(dtype, copy=False)
+    # one block per column, without the copy that consolidating them into 2-D blocks makes (a subset of
+    # millions of rows would be held twice while the frame is built)
+    df = pd.DataFrame({c: pd.Series(out.pop(c), dtype=CANONICAL_DTYPES[c], copy=True) for c in wanted}, copy=False)
     bad_track = ~df["track_id"].isin(TRACK_IDS)
     if bad_track.any():
         raise SchemaError(f"track_id must be one of {TRACK_IDS}, got {sorted(set(df.loc[bad_track, 'track_id']))}")
@@ -188,8 +190,32 @@ def empty_frame():  # -> GeoDataFrame
 
 
 def sort_canonical(df: pd.DataFrame) -> pd.DataFrame:
-    """Sorted by ``granule, track_id, segment_id`` (stable) with a fresh RangeIndex."""
+    """Sorted by ``granule, track_id, segment_id`` (stable) with a fresh RangeIndex.
+
+    A frame already in that order (methods that assemble granules, beams and rows in order) is not
+    copied: sorting it would hold every column twice for a moment (a bench-scale subset is ~470 MB)."""
+    if _in_canonical_order(df):
+        return df.reset_index(drop=True)
     return df.sort_values(list(SORT_KEYS), kind="mergesort").reset_index(drop=True)
+
+
+def _in_canonical_order(df: pd.DataFrame) -> bool:
+    """Whether the rows are already sorted by :data:`SORT_KEYS` (False when a key is missing, so the
+    caller sorts and places missing keys as ``sort_values`` does)."""
+    if len(df) < 2:
+        return True
+    ordered = np.ones(len(df) - 1, dtype=bool)  # row i+1 is not before row i on the keys compared so far
+    tied = np.ones(len(df) - 1, dtype=bool)     # rows i and i+1 are equal on the keys compared so far
+    for key in SORT_KEYS:
+        codes, _ = pd.factorize(df[key], sort=True)
+        if (codes < 0).any():
+            return False
+        step = np.diff(codes)
+        ordered &= ~tied | (step >= 0)
+        tied &= step == 0
+        if not ordered.all():
+            return False
+    return True
 
 
 def check_canonical(df: Any, *, name: str = "frame") -> None:

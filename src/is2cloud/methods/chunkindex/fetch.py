@@ -177,7 +177,11 @@ def execute(plan: QueryPlan, *, credentials: Any = None, concurrency: int = 64, 
     else:
         for i, data in enumerate(_local_ranges(plan.requests)):
             process(i, data)
-    parts = [p for p in asm.parts if p]
+    # in granule, beam, row order: the frame then comes out in canonical order and is not sorted again
+    order = sorted(range(len(asm.parts)), key=lambda w: (str(asm.rows[w]["granule"]), str(asm.rows[w]["track_id"]),
+                                                         int(asm.rows[w]["row_start"])))
+    parts = [asm.parts[w] for w in order if asm.parts[w]]
+    asm.parts.clear()
     if plan.product == "ATL06":
         from is2cloud.methods.baseline import assemble
 
