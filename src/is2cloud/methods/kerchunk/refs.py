@@ -344,10 +344,11 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
 
     Reads the manifest, HEADs every granule object (:class:`StaleReferencesError` naming a changed or
     deleted one), refuses an AOI outside every recorded footprint (:class:`OutsideReferencesError`),
-    then per granule opens its reference set and reads it lazily with
-    :func:`is2cloud.methods.lazyread.read_granule_group`. A missing reference file raises
+    then fetches the granules' reference sets (concurrently) and reads them with
+    :func:`is2cloud.methods.refread.read_references` (:class:`KerchunkGranule`: only the chunks that hold
+    rows inside, as coalesced byte ranges). A missing reference file raises
     :class:`MissingReferencesError`, a variable not in the references
-    :class:`~is2cloud.methods.baseline.MissingVariableError`. ``client="sync"``: one granule at a time.
+    :class:`~is2cloud.methods.baseline.MissingVariableError`. ``client="sync"``: one GET at a time.
     """
     from is2cloud.access import get_credentials
     from is2cloud.aoi import load_aoi

@@ -193,11 +193,11 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
 
     Opens the repository read-only, HEADs every granule object (a changed or deleted one:
     :class:`StaleStoreError` naming it), refuses an AOI outside every recorded footprint
-    (:class:`OutsideStoreError`), then reads each granule group lazily
-    (:func:`is2cloud.methods.lazyread.read_granule_group`: the beams' coordinates, then only the chunks
-    holding rows inside). ``variables``: below ``gtx/land_ice_segments`` (canonical ones required); a
-    COMPACT one raises :class:`CompactVariableError`. ``client="sync"`` reads one granule at a time
-    (default: a thread pool).
+    (:class:`OutsideStoreError`), then reads every granule group's chunk references
+    (:func:`is2cloud.methods.refread.read_references`, :class:`IcechunkGranule`: the beams' coordinates,
+    then only the chunks holding rows inside, as coalesced byte ranges of the granule objects).
+    ``variables``: below ``gtx/land_ice_segments`` (canonical ones required); a COMPACT one raises
+    :class:`CompactVariableError`. ``client="sync"`` sends one GET at a time (default: 64 at once).
     """
     from is2cloud.aoi import load_aoi
     from is2cloud.methods.baseline import DEFAULT_VARIABLES, assemble, check_variables
