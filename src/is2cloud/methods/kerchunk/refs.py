@@ -281,11 +281,6 @@ def _zarr_group(doc: dict[str, Any], credentials: Any) -> Any:
     return zarr.open_group(store, mode="r", zarr_format=2)
 
 
-def _open_refs(location: str, entry: dict[str, Any], *, credentials: Any, out_credentials: Any) -> Any:
-    """A granule's references as a read-only Zarr group."""
-    return _zarr_group(_load_refs(location, entry, out_credentials=out_credentials), credentials)
-
-
 def _meta(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
 
