@@ -230,3 +230,17 @@ def test_reference_table_and_missing_group(small, creds):
     assert chunk["kind"] == "chunk" and chunk["url"] == small and chunk["length"] > 0
     assert table.loc["g0/v0/.zarray", "kind"] == "metadata"
     assert (table["kind"] == "chunk").sum() == 20 * 5 * 3      # 3 chunks of 1000 per dataset
+
+
+def test_preparation_costs_floor(small, granules, creds, archive_cloud):
+    """The floor row translates the local archive copy: the same references, no request at all; an
+    object without a local copy gets no such row."""
+    configs = [c for c in kerchunk.COST_CONFIGS if c[1] == "all"]
+    table = kerchunk.preparation_costs(granules[0], credentials=creds, cloud=archive_cloud, configs=configs,
+                                       group="gt1l", floor=True)
+    assert list(table["config"]) == [configs[0][0], kerchunk.FLOOR]
+    whole, floor = table.iloc[0], table.iloc[1]
+    assert floor["gets"] == 0 and floor["MB_read"] == 0 and floor["arrays"] == whole["arrays"] > 0
+    assert whole["gets"] == 1
+    assert len(kerchunk.preparation_costs(small, credentials=creds, cloud=archive_cloud, configs=configs,
+                                          floor=True)) == 1

@@ -140,6 +140,9 @@ class PhysicalLimit:
     scalar_bytes: int = 0    # storage of GRANULE_SCALARS (granules with rows inside only)
     total_chunk_bytes: int = 0  # all chunks of the requested variables, inside the AOI or not
     per_variable: dict[str, int] = field(default_factory=dict)  # variable -> intersecting chunk bytes
+    # all latitude/longitude chunks of the beams with a row inside: what a reader that reads each such beam's
+    # coordinates whole (the virtual methods, which have no index of where the AOI's rows are) adds to the limit
+    coordinate_bytes: int = 0
 
     def add(self, other: PhysicalLimit) -> PhysicalLimit:
         per = dict(self.per_variable)
@@ -147,7 +150,7 @@ class PhysicalLimit:
             per[k] = per.get(k, 0) + v
         return PhysicalLimit("", self.nbytes + other.nbytes, self.chunks + other.chunks, self.rows + other.rows,
                              self.scalar_bytes + other.scalar_bytes, self.total_chunk_bytes + other.total_chunk_bytes,
-                             per)
+                             per, self.coordinate_bytes + other.coordinate_bytes)
 
 
 def physical_limit(h5: h5py.File, aoi: Any, variables: Iterable[str] = ATL06_VARIABLES, *,
@@ -169,6 +172,8 @@ def physical_limit(h5: h5py.File, aoi: Any, variables: Iterable[str] = ATL06_VAR
         g = h5[path]
         inside = aoi_rows(g, area)
         out.rows += int(inside.sum())
+        if inside.any():
+            out.coordinate_bytes += sum(chunk_table(g[c]).total_bytes for c in ("latitude", "longitude") if c in g)
         for var in variables:
             if var not in g:
                 raise KeyError(f"{out.granule}: {path}/{var} is missing")

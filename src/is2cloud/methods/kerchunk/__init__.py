@@ -8,7 +8,8 @@ from the granule's largest one, :func:`compact_threshold`), never read back as z
 record the granule's URL, size, ETag and footprint; a manifest (``references.json``) lists them.
 
 **Subset** (:func:`subset`): one HEAD per granule (references older than their granule are an error),
-then :mod:`is2cloud.methods.lazyread` on each reference set: the same rows as the baseline.
+then :mod:`is2cloud.methods.refread` on the reference sets (exact byte ranges of the chunks that matter):
+the same rows as the baseline.
 
 **Preparation cost** (:func:`preparation_costs`): h5cloud's published call, no cache, a block cache,
 a whole-object read and VirtualiZarr's ``HDFParser``, side by side on one granule; :func:`cache_of`
@@ -21,7 +22,7 @@ shows which cache a file really got.
 from __future__ import annotations
 
 from is2cloud.methods.kerchunk.bench import benchmark
-from is2cloud.methods.kerchunk.costs import COST_CONFIGS, cache_of, preparation_costs
+from is2cloud.methods.kerchunk.costs import COST_CONFIGS, FLOOR, cache_of, preparation_costs
 from is2cloud.methods.kerchunk.entries import reference_table
 from is2cloud.methods.kerchunk.errors import (
     CompactVariableError,
@@ -49,7 +50,7 @@ TITLE = "kerchunk references"
 DESCRIPTION = "kerchunk reference sets (one JSON per granule) of the HDF5 chunks; read the AOI's chunks"
 CHAPTER = "notebooks/05_kerchunk"
 
-__all__ = ["CHAPTER", "COST_CONFIGS", "DESCRIPTION", "FORMAT", "MANIFEST", "NAME", "OPEN_CONFIGS", "TITLE",
+__all__ = ["CHAPTER", "COST_CONFIGS", "DESCRIPTION", "FLOOR", "FORMAT", "MANIFEST", "NAME", "OPEN_CONFIGS", "TITLE",
            "CompactVariableError", "MissingReferencesError", "OutsideReferencesError", "ReferenceError_",
            "ReferenceStore", "StaleReferencesError", "benchmark", "cache_of", "compact_threshold",
            "default_location", "open_options", "prepare", "preparation_costs", "read_manifest",

@@ -33,7 +33,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         picks += atl03[:1]
         out = []
         for g in picks:
-            table = preparation_costs(g, credentials=scene.credentials, cloud=cloud, scale=scale)
+            table = preparation_costs(g, credentials=scene.credentials, cloud=cloud, scale=scale, floor=True)
             for m in table.attrs["measurements"]:
                 append_result(m, results)
                 out.append(m)

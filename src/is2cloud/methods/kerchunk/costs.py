@@ -9,7 +9,7 @@ from typing import Any
 from is2cloud.methods.kerchunk.refs import open_options, translate
 from is2cloud.methods.ranges import head_object, split_url
 
-__all__ = ["COST_CONFIGS", "cache_of", "preparation_costs"]
+__all__ = ["COST_CONFIGS", "FLOOR", "cache_of", "preparation_costs"]
 
 # (label, open configuration or None for HDFParser)
 COST_CONFIGS: tuple[tuple[str, str | None], ...] = (
@@ -48,8 +48,20 @@ def _hdfparser(url: str, credentials: Any, group: str | None = None) -> int:
     return count(ms._group)
 
 
+FLOOR = "local file, no network (the floor of any configuration)"
+
+
+def _local_copy(url: str, etag: str) -> str | None:
+    """The path of the local archive's copy of the object at ``url`` when its MD5 is ``etag``, else None."""
+    from is2cloud.methods.baseline import _local_copies
+
+    hit = _local_copies().get(split_url(url))
+    return str(hit[0]) if hit and hit[1] == etag else None
+
+
 def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: Any = COST_CONFIGS,
-                      scale: str | None = None, group: str | None = None):  # -> pandas.DataFrame
+                      scale: str | None = None, group: str | None = None,
+                      floor: bool = False):  # -> pandas.DataFrame
     """Make one granule's references with every configuration of ``configs`` in turn, in one run, each
     measured by :func:`is2cloud.bench.measure` against ``cloud`` (the embedded cloud serving the granule;
     its ledger gives GETs and bytes). ``group`` (e.g. ``"gt1l"``; the ``group`` column): that group only
@@ -57,7 +69,10 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
     One row per configuration: ``granule``, ``group``, ``size_MB``, ``config``, ``open`` (the ``fs.open``
     keywords), ``wall_s``, ``gets``, ``MB_read``, ``read_over_size`` (bytes read / object size), ``arrays``
     (references made: kerchunk's ``.zarray`` keys or HDFParser's arrays) and ``speedup`` (h5cloud's wall
-    time / this one's). ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each
+    time / this one's). ``floor``: one more row, :data:`FLOOR`, the same translation of the local archive's
+    copy of the object (same bytes, read from disk: no request, no network model), when there is one:
+    the time no open configuration can beat, since it is the scan's own work (h5py and kerchunk's CPU).
+    ``frame.attrs["measurements"]``: the :class:`~is2cloud.bench.Measurement` of each
     row (for the results table)."""
     import pandas as pd
 
@@ -67,17 +82,19 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
     src = granule_source(granule)
     obj = head_object(credentials, *split_url(src.url))
     rows, ms = [], []
-    for label, config in configs:
+    local = _local_copy(src.url, obj.etag) if floor else None
+    for label, config in [*configs, *([(FLOOR, "local")] if local else [])]:
         fs = credentials.fresh().s3fs()
         fs.invalidate_cache()
         with measure(f"references: {label}", method="kerchunk", cloud=cloud, scale=scale, record=False,
                      granules=1) as m:
+            opts: dict[str, Any] = {}
             if config is None:
                 arrays = _hdfparser(src.url, credentials, group)
-                opts: dict[str, Any] = {}
             else:
-                opts = open_options(config, obj.size)  # type: ignore[arg-type]
-                with fs.open(src.url, **opts) as f:
+                if config != "local":
+                    opts = open_options(config, obj.size)  # type: ignore[arg-type]
+                with open(local, "rb") if config == "local" else fs.open(src.url, **opts) as f:  # type: ignore[arg-type]
                     # given a group, kerchunk opens the object again for the values it inlines: no cache
                     # there, so each inlined value costs one small GET in every row alike
                     refs, _ = translate(f, src.url, src.name, group=group,
@@ -85,7 +102,8 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
                 arrays = sum(1 for k in refs["refs"] if k.endswith(".zarray"))
         rows.append({"granule": src.name, "group": f"/{group}" if group else "/", "size_MB": obj.size / 1e6,
                      "config": label,
-                     "open": ", ".join(f"{k}={v!r}" for k, v in opts.items()) if config else "obstore block reader",
+                     "open": (", ".join(f"{k}={v!r}" for k, v in opts.items()) if config not in (None, "local")
+                              else "obstore block reader" if config is None else "open(<archive copy>, 'rb')"),
                      "wall_s": m.wall_s, "gets": m.gets, "MB_read": m.get_bytes / 1e6,
                      "read_over_size": m.get_bytes / obj.size, "arrays": arrays})
         ms.append(m)

@@ -29,9 +29,9 @@ from is2cloud.methods.kerchunk.errors import (
     ReferenceError_,
     StaleReferencesError,
 )
-from is2cloud.methods.lazyread import read_granules
 from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
 from is2cloud.methods.ranges import split_url
+from is2cloud.methods.refread import ArrayRefs, GranuleRefs, UnsupportedReferences, codec_from_zarr, read_references
 
 __all__ = ["FORMAT", "MANIFEST", "OPEN_CONFIGS", "ReferenceStore", "compact_threshold", "default_location",
            "open_options", "prepare", "read_manifest", "subset", "translate"]
@@ -252,11 +252,9 @@ def _delete_unused(store: Any, prefix: str, old: dict[str, Any], new: dict[str, 
 # -- subset -------------------------------------------------------------------------------------------------
 
 
-def _open_refs(location: str, entry: dict[str, Any], *, credentials: Any, out_credentials: Any) -> Any:
-    """A granule's references as a read-only Zarr group (fsspec reference filesystem, async, zarr 3)."""
+def _load_refs(location: str, entry: dict[str, Any], *, out_credentials: Any) -> dict[str, Any]:
+    """A granule's reference document (one GET), checked against the manifest's record of the granule."""
     import obstore
-    import zarr
-    from kerchunk.utils import refs_as_store
 
     name = entry["name"]
     bucket, key = split_url(f"{location}/{entry['refs']}")
@@ -269,10 +267,68 @@ def _open_refs(location: str, entry: dict[str, Any], *, credentials: Any, out_cr
     if mine.get("etag") != entry["etag"] or int(mine.get("size", -1)) != int(entry["size"]):
         raise StaleReferencesError(f"{name}: its reference file s3://{bucket}/{key} was made for another version "
                                    f"of the granule (ETag {mine.get('etag')}, the store records {entry['etag']})")
+    return doc
+
+
+def _zarr_group(doc: dict[str, Any], credentials: Any) -> Any:
+    """A reference document as a read-only Zarr group (fsspec reference filesystem, async, zarr 3)."""
+    import zarr
+    from kerchunk.utils import refs_as_store
+
     # refs_as_store writes "asynchronous" into the remote_options it is given: always a fresh copy
     store = refs_as_store(doc, read_only=True, remote_protocol="s3",
                           remote_options=dict(credentials.fresh().storage_options()))
     return zarr.open_group(store, mode="r", zarr_format=2)
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, (str, bytes)) else dict(value)
+
+
+class KerchunkGranule(GranuleRefs):
+    """One granule's reference document as :func:`is2cloud.methods.refread.read_references` reads it:
+    the Zarr v2 metadata and ``[url, offset, length]`` (or inlined bytes) of every chunk."""
+
+    def __init__(self, record: GranuleRecord, doc: dict[str, Any], credentials: Any):
+        self.name, self.obj = record.name, record.obj
+        self.doc, self.refs, self.credentials = doc, doc.get("refs", doc), credentials
+
+    async def group_attrs(self, path: str) -> dict[str, Any] | None:
+        prefix = f"{path}/" if path else ""
+        if f"{prefix}.zgroup" not in self.refs:
+            return None
+        return _meta(self.refs.get(f"{prefix}.zattrs", "{}"))
+
+    async def array(self, path: str) -> ArrayRefs | None:
+        import base64
+
+        import numpy as np
+
+        meta = self.refs.get(f"{path}/.zarray")
+        if meta is None:
+            return None
+        meta = _meta(meta)
+        codec, shape, rows = codec_from_zarr(meta)
+        sep = meta.get("dimension_separator") or "."
+        tail = "".join(sep + "0" for _ in shape[1:])
+        n = -(-shape[0] // rows) if shape else 1
+        offsets, lengths = np.full(n, -1, dtype="i8"), np.zeros(n, dtype="i8")
+        inline: dict[int, bytes] = {}
+        for i in range(n):
+            ref = self.refs.get(f"{path}/{i}{tail}")
+            if ref is None:
+                continue
+            if isinstance(ref, (str, bytes)):
+                text = ref if isinstance(ref, str) else ref.decode("latin-1")
+                inline[i] = base64.b64decode(text[7:]) if text.startswith("base64:") else text.encode()
+            elif len(ref) == 3 and ref[0] == self.obj.url:
+                offsets[i], lengths[i] = int(ref[1]), int(ref[2])
+            else:
+                raise UnsupportedReferences(f"{path}/{i}: {ref!r}")
+        return ArrayRefs(path, shape, rows, codec, offsets, lengths, inline)
+
+    def zarr_group(self) -> Any:
+        return _zarr_group(self.doc, self.credentials)
 
 
 def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None = None, *,
@@ -283,10 +339,11 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
 
     Reads the manifest, HEADs every granule object (:class:`StaleReferencesError` naming a changed or
     deleted one), refuses an AOI outside every recorded footprint (:class:`OutsideReferencesError`),
-    then per granule opens its reference set and reads it lazily with
-    :func:`is2cloud.methods.lazyread.read_granule_group`. A missing reference file raises
+    then fetches the granules' reference sets (concurrently) and reads them with
+    :func:`is2cloud.methods.refread.read_references` (:class:`KerchunkGranule`: only the chunks that hold
+    rows inside, as coalesced byte ranges). A missing reference file raises
     :class:`MissingReferencesError`, a variable not in the references
-    :class:`~is2cloud.methods.baseline.MissingVariableError`. ``client="sync"``: one granule at a time.
+    :class:`~is2cloud.methods.baseline.MissingVariableError`. ``client="sync"``: one GET at a time.
     """
     from is2cloud.access import get_credentials
     from is2cloud.aoi import load_aoi
@@ -309,7 +366,17 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     what = f"kerchunk references at {location}"
     check_fresh(credentials, records, what, StaleReferencesError)
     names = sorted(r.name for r in check_coverage(area, records, what, OutsideReferencesError))
-    parts = read_granules(lambda n: _open_refs(location, entries[n], credentials=credentials,
-                                               out_credentials=out_credentials),
-                          names, area, variables, client=client, progress=progress, label="kerchunk")
-    return assemble(parts, variables)
+    docs = _load_all([entries[n] for n in names], location, out_credentials)
+    granules = [KerchunkGranule(GranuleRecord.from_dict(entries[n]), d, credentials) for n, d in zip(names, docs)]
+    return assemble(read_references(granules, area, variables, credentials=credentials,
+                                    concurrency=1 if client == "sync" else 64), variables)
+
+
+def _load_all(entries: list[dict[str, Any]], location: str, out_credentials: Any) -> list[dict[str, Any]]:
+    """Every granule's reference document, fetched concurrently; the first failure is raised."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(entries) < 2:
+        return [_load_refs(location, e, out_credentials=out_credentials) for e in entries]
+    with ThreadPoolExecutor(min(16, len(entries)), thread_name_prefix="is2cloud-kerchunk") as pool:
+        return list(pool.map(lambda e: _load_refs(location, e, out_credentials=out_credentials), entries))

@@ -11,8 +11,9 @@ the granule scalars and the granule's URL, size, ETag and footprint; Icechunk's 
 containers (one per archive bucket) are authorised with the read credentials.
 
 **Subset** (:func:`subset`): one HEAD per granule (a store older than a granule it covers is an
-error), then :mod:`is2cloud.methods.lazyread`: the beams' latitude and longitude whole, the rows inside
-the AOI, and only the chunks of the other variables that hold them. The same rows as the baseline.
+error), then :mod:`is2cloud.methods.refread` on the chunk references of the store's manifests: the beams'
+latitude and longitude whole, the rows inside the AOI, and only the chunks of the other variables that
+hold them, as coalesced exact byte ranges. The same rows as the baseline.
 
 >>> store = prepare(find_granules(aoi, "ATL06"))       # -> VirtualStore (default_location())  # doctest: +SKIP
 >>> gdf = subset(store, aoi)                            # or subset(store.location, aoi)         # doctest: +SKIP

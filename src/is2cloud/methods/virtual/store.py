@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable
@@ -9,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR, read_granules
+from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR
 from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
+from is2cloud.methods.refread import ArrayRefs, GranuleRefs, UnsupportedReferences, codec_from_zarr, read_references
 from is2cloud.methods.virtual import repo as icerepo
 from is2cloud.methods.virtual.errors import OutsideStoreError, StaleStoreError, VirtualStoreError
 from is2cloud.methods.virtual.sidecar import ParsedGranule, Parser, parse_granule
@@ -191,11 +193,11 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
 
     Opens the repository read-only, HEADs every granule object (a changed or deleted one:
     :class:`StaleStoreError` naming it), refuses an AOI outside every recorded footprint
-    (:class:`OutsideStoreError`), then reads each granule group lazily
-    (:func:`is2cloud.methods.lazyread.read_granule_group`: the beams' coordinates, then only the chunks
-    holding rows inside). ``variables``: below ``gtx/land_ice_segments`` (canonical ones required); a
-    COMPACT one raises :class:`CompactVariableError`. ``client="sync"`` reads one granule at a time
-    (default: a thread pool).
+    (:class:`OutsideStoreError`), then reads every granule group's chunk references
+    (:func:`is2cloud.methods.refread.read_references`, :class:`IcechunkGranule`: the beams' coordinates,
+    then only the chunks holding rows inside, as coalesced byte ranges of the granule objects).
+    ``variables``: below ``gtx/land_ice_segments`` (canonical ones required); a COMPACT one raises
+    :class:`CompactVariableError`. ``client="sync"`` sends one GET at a time (default: 64 at once).
     """
     from is2cloud.aoi import load_aoi
     from is2cloud.methods.baseline import DEFAULT_VARIABLES, assemble, check_variables
@@ -211,8 +213,52 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
         raise StaleStoreError(f"{', '.join(missing)}: not in the {what} any more (prepared again without it?)")
     check_fresh(credentials, records.values(), what, StaleStoreError)
     names = sorted(r.name for r in check_coverage(area, list(records.values()), what, OutsideStoreError))
-    parts = read_granules(lambda name: root[name], names, area, variables, client=client, progress=progress,
-                          label="virtual store")
-    return assemble(parts, variables)
+    granules = [IcechunkGranule(records[n], root) for n in names]
+    return assemble(read_references(granules, area, variables, credentials=credentials,
+                                    concurrency=1 if client == "sync" else 64), variables)
+
+
+class IcechunkGranule(GranuleRefs):
+    """One granule group of the virtual store as :func:`is2cloud.methods.refread.read_references` reads
+    it: Zarr v3 metadata from the snapshot, chunk references from the array's manifest (Icechunk's
+    ``array_chunk_iterator``: one manifest read per array, no chunk read through Zarr)."""
+
+    def __init__(self, record: GranuleRecord, root: Any):
+        self.name, self.obj, self.root, self.store = record.name, record.obj, root, root.store
+
+    async def _meta(self, path: str) -> dict[str, Any] | None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        key = f"{self.name}/{path}/zarr.json" if path else f"{self.name}/zarr.json"
+        buf = await self.store.get(key, prototype=default_buffer_prototype())
+        return None if buf is None else json.loads(buf.to_bytes())
+
+    async def group_attrs(self, path: str) -> dict[str, Any] | None:
+        meta = await self._meta(path)
+        return meta.get("attributes") or {} if meta and meta.get("node_type") == "group" else None
+
+    async def array(self, path: str) -> ArrayRefs | None:
+        import numpy as np
+
+        meta = await self._meta(path)
+        if not meta or meta.get("node_type") != "array":
+            return None
+        codec, shape, rows = codec_from_zarr(meta)
+        n = -(-shape[0] // rows) if shape else 1
+        offsets, lengths = np.full(n, -1, dtype="i8"), np.zeros(n, dtype="i8")
+        inline: dict[int, bytes] = {}
+        async for coords, kinds, urls, offs, lens, inlined in self.store.array_chunk_iterator(f"{self.name}/{path}"):
+            first = coords[:, 0].astype("i8") if len(coords) and coords.shape[1] else np.zeros(len(kinds), "i8")
+            for j, c in enumerate(first):
+                if kinds[j] == 3:
+                    inline[int(c)] = bytes(inlined[j])
+                elif kinds[j] == 2 and urls[j] == self.obj.url:
+                    offsets[c], lengths[c] = int(offs[j]), int(lens[j])
+                else:
+                    raise UnsupportedReferences(f"{path}: chunk {c} is {urls[j]!r} (kind {kinds[j]})")
+        return ArrayRefs(path, shape, rows, codec, offsets, lengths, inline)
+
+    def zarr_group(self) -> Any:
+        return self.root[self.name]
 
 
