@@ -143,16 +143,13 @@ def default_location() -> str:
 
 def _check_location(out: Any) -> str:
     """The prefix the copies go under: an ``s3://bucket/prefix/`` outside the read-only archive bucket."""
-    from is2cloud.geoparquet import OutputPathError
+    from is2cloud.geoparquet import refuse_archive_bucket
 
     location = default_location() if out is None else out
     if not isinstance(location, str) or not location.startswith("s3://") or not location[5:].split("/", 1)[0]:
         raise ValueError(f"out must be an s3:// prefix in your bucket (e.g. {default_location()!r}), not {out!r}; "
                          "for a local copy use is2cloud.repack.repack")
-    archive = get_settings().archive_bucket
-    if location[5:].split("/", 1)[0] == archive:
-        raise OutputPathError(f"refusing to write repacked copies under {location}: {archive} is the read-only "
-                              "archive bucket; write them to your own bucket (settings.output_bucket)")
+    refuse_archive_bucket(location, "repacked copies")
     return location if location.endswith("/") else location + "/"
 
 
