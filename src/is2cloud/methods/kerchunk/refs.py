@@ -231,8 +231,8 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
     try:
         for rec, m in zip(records, made):
             key = f"{prefix}/{rec.name}.{run}.json"
+            written.append(key)  # before the PUT: an interrupt during it still deletes what it wrote
             _put(store, key, json.dumps({**m["refs"], "is2cloud": rec.to_dict()}).encode())
-            written.append(key)
             entries[rec.name] = {**rec.to_dict(), "refs": key.rsplit("/", 1)[1], "open_config": open_config,
                                  "inline_threshold": m["inline_threshold"]}
             nrefs[rec.name] = len(m["refs"]["refs"])
