@@ -10,12 +10,9 @@ from pathlib import Path
 import pytest
 from shapely.geometry import Polygon
 
-from is2cloud import settings
 from is2cloud.aoi import AOIWarning, load_aoi
 from is2cloud.catalog import NoGranulesError, find_granules
 from is2cloud.geoparquet import read_geoparquet, validate_geoparquet, write_geoparquet
-from is2cloud.localcloud import LocalCloud, LocalCloudError
-from is2cloud.methods import chunkindex
 
 REPO = Path(__file__).resolve().parents[1]
 GREENLAND_POINT = (-45.0, 62.8)
@@ -116,21 +113,5 @@ def test_outputs_follow_the_umask(tmp_path, mask):
 # -- 9. messages that say what to fix ------------------------------------------------------------------------
 
 
-def test_a_negative_seed_names_the_variable(monkeypatch):
-    monkeypatch.setenv("IS2CLOUD_SEED", "-5")
-    with pytest.raises(ValueError, match="IS2CLOUD_SEED='-5' is negative"):
-        settings.load_settings()
-
-
-@pytest.mark.parametrize("kwargs, match", [({"port": 99999}, "not a TCP port"),
-                                           ({"fault_rate": 2.0}, "not a fraction")])
-def test_local_cloud_arguments_are_checked_before_the_child_starts(kwargs, match):
-    with pytest.raises(LocalCloudError, match=match):
-        LocalCloud(**kwargs)
-
-
-def test_a_corrupted_index_names_the_file(tmp_path):
-    bad = tmp_path / "corrupt.parquet"
-    bad.write_bytes(b"PAR1" + os.urandom(3000) + b"\x10\x00\x00\x00PAR1")
-    with pytest.raises(chunkindex.ChunkIndexError, match=f"{bad}.*not a readable chunk index"):
-        chunkindex.read_index(bad)
+# (settings values, LocalCloud arguments and corrupted indexes: tests/test_bad_input_table.py, one case per
+# row of the README's table)

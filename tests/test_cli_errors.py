@@ -143,7 +143,7 @@ def test_an_existing_output_is_refused_then_replaced_with_overwrite(index, tmp_p
 def test_build_into_the_read_only_archive_fails_first(tmp_path, test_archive):
     url = "s3://nsidc-cumulus-prod-protected/chunk-index/ATL06_006.parquet"
     done = run("index", "build", "--aoi", str(GREENLAND), "--out", url, cwd=tmp_path)
-    one_line_error(done, "may not write to the bucket nsidc-cumulus-prod-protected", "read-only")
+    one_line_error(done, "nsidc-cumulus-prod-protected is the read-only archive bucket")
     assert "granules added" not in done.stdout
 
 
@@ -170,13 +170,6 @@ def test_build_with_a_missing_variable_fails_before_reading_the_granules(tmp_pat
 # -- 9. messages that say what to fix ---------------------------------------------------------------------------
 
 
-def test_a_corrupted_index_is_named(tmp_path):
-    bad = tmp_path / "corrupt.parquet"
-    bad.write_bytes(b"PAR1" + os.urandom(3000) + b"\x10\x00\x00\x00PAR1")
-    one_line_error(run("index", "query", "--index", str(bad), "--aoi", str(GREENLAND), cwd=tmp_path),
-                   f"{bad} is not a chunk index")
-
-
 def test_an_index_without_the_parquet_suffix(index, tmp_path):
     bare = tmp_path / "my-index"
     bare.write_bytes(index.read_bytes())
@@ -185,7 +178,7 @@ def test_an_index_without_the_parquet_suffix(index, tmp_path):
     granule = tmp_path / "not-an-index"
     granule.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
     one_line_error(run("index", "query", "--index", str(granule), "--aoi", str(GREENLAND), cwd=tmp_path),
-                   "is not a chunk index")
+                   "is not a readable chunk index")
 
 
 def test_a_negative_seed_is_named_before_anything_starts(tmp_path):
@@ -199,12 +192,6 @@ def test_a_negative_seed_is_named_before_anything_starts(tmp_path):
 def test_bad_cycles(tmp_path):
     one_line_error(run("sample-data", "--aoi", str(GREENLAND), "--cycles", "a", cwd=tmp_path),
                    "--cycles 'a': give comma-separated cycle numbers")
-
-
-@pytest.mark.parametrize("option, needle", [(("--fault-rate", "2"), "not a fraction of requests"),
-                                            (("--port", "99999"), "not a TCP port")])
-def test_serve_checks_its_options(tmp_path, option, needle):
-    one_line_error(run("serve", "--preset", "none", *option, cwd=tmp_path), needle)
 
 
 def test_product_mismatch_names_the_cli_flag(index, tmp_path):

@@ -173,6 +173,8 @@ def load_aoi(source: Any, name: str | None = None, *, antimeridian: bool | None 
 
 
 def _from_geojson_text(text: str, where: str) -> Any:
+    if not text.strip():
+        raise AOIError(f"{where} is empty; give a GeoJSON Polygon or MultiPolygon")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -199,7 +201,8 @@ def _from_geojson(obj: Any, where: str) -> Any:
         raise AOIError(f"{where} has a malformed geometry: {exc}") from None
     polys = [g for g in geoms if isinstance(g, (Polygon, MultiPolygon))]
     if not polys:
-        raise AOIError(f"{where} contains no Polygon or MultiPolygon")
+        found = ", ".join(sorted({g.geom_type for g in geoms})) or "no geometry"
+        raise AOIError(f"{where} contains no Polygon or MultiPolygon (it holds {found})")
     parts: list[Polygon] = []
     for g in polys:
         parts.extend(g.geoms if isinstance(g, MultiPolygon) else [g])

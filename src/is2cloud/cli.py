@@ -177,12 +177,13 @@ def _check_s3_output(url: str, *, overwrite: bool, flag: str) -> None:
     it needs the same permission as a PUT and leaves no object)."""
     from botocore.exceptions import ClientError
 
+    from is2cloud.geoparquet import refuse_archive_bucket
     from is2cloud.methods.ranges import split_url
-    from is2cloud.settings import get_settings
 
     bucket, key = split_url(url)
     if not key or key.endswith("/"):
         raise UsageError(f"{flag} {url}: give an object URL, s3://bucket/name.parquet")
+    refuse_archive_bucket(url, flag)
     s3 = _credentials("write").boto3_client("s3")
     try:
         s3.head_bucket(Bucket=bucket)
@@ -203,10 +204,7 @@ def _check_s3_output(url: str, *, overwrite: bool, flag: str) -> None:
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
-        hint = (f"; the archive bucket is read-only, write to s3://{get_settings().output_bucket}/..."
-                if bucket == get_settings().archive_bucket else "")
-        raise UsageError(f"{flag} {url}: these credentials may not write to the bucket {bucket} ({code}){hint}"
-                         ) from None
+        raise UsageError(f"{flag} {url}: these credentials may not write to the bucket {bucket} ({code})") from None
 
 
 def _check_variables(granule: Any, product: str, variables: list[str]) -> None:
@@ -247,7 +245,7 @@ def _index_file(location: str) -> Any:  # -> pyarrow.parquet.ParquetFile, or Non
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid (a thrift or magic-bytes error) is a ValueError
-        raise UsageError(f"{location} is not a chunk index (a Parquet file written by `is2cloud index build`): "
+        raise UsageError(f"{location} is not a readable chunk index (a Parquet file written by `is2cloud index build`): "
                          f"{str(exc)[:200]}") from None
 
 
@@ -280,7 +278,7 @@ def _check_index_path(location: str) -> None:
     if location.startswith("s3://"):
         return
     if not Path(location).is_file():
-        raise UsageError(f"--index {location}: there is no such file (build one with `is2cloud index build`)")
+        raise UsageError(f"--index: there is no chunk index at {location} (build one with `is2cloud index build`)")
     _index_file(location)
 
 
@@ -424,6 +422,7 @@ def _suites() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="is2cloud", description="ICESat-2 in the Cloud: helper commands")
+    ap.add_argument("--traceback", action="store_true", help="on an error, print the Python traceback too")
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="run the embedded local cloud until Ctrl-C")
@@ -514,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         get_settings()  # the environment (IS2CLOUD_*) is checked before anything starts
         return COMMANDS[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:
+        if args.traceback:
+            import traceback
+
+            traceback.print_exc()
         print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -83,6 +83,19 @@ class OutputPathError(OSError):
     """The output path cannot be written (names the path and the reason)."""
 
 
+def refuse_archive_bucket(location: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`OutputPathError` when ``location`` is in the read-only archive bucket
+    (``settings.archive_bucket``), before any work: every writer says the same."""
+    from is2cloud.settings import get_settings
+
+    settings = get_settings()
+    url = os.fspath(location)
+    if url.startswith("s3://") and url[5:].split("/", 1)[0] == settings.archive_bucket:
+        instead = f"s3://{settings.output_bucket}/..." if settings.output_bucket else "your own bucket"
+        raise OutputPathError(f"cannot write {what} to {url}: {settings.archive_bucket} is the read-only archive "
+                              f"bucket; write to {instead}")
+
+
 # -- descriptions --------------------------------------------------------------------------------
 
 
@@ -366,6 +379,8 @@ def write_geoparquet(
     """
     if row_group_size < 1:
         raise ValueError(f"row_group_size must be positive, not {row_group_size}")
+    if _is_s3(path):
+        refuse_archive_bucket(path, "GeoParquet")
     table = to_arrow(gdf, metadata=metadata, index=index)
     if _is_s3(path):
         url = str(path)
@@ -402,6 +417,11 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
     final = final.expanduser().absolute()
     if final.is_dir():
         raise OutputPathError(f"cannot write {str(final)!r}: it is a directory")
+    ancestor = final.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"cannot write {str(final)!r}: {ancestor} is a file, not a directory")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)

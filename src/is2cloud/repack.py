@@ -59,6 +59,7 @@ DEFAULT_PAGE_SIZE = 8_000_000  # h5cloud's `h5repack -S PAGE -G 8000000`
 MIN_PAGE_SIZE = 4 * 2**10
 MAX_PAGE_SIZE = 64 * 2**20
 BLOCK_BYTES = 64 * 2**20  # rows read and written at a time when rechunking
+DOWNLOAD_RETRIES = 3  # further downloads of a source whose body was cut short
 # Chunks of this many rows or fewer are not rechunked, as in NSIDC's `optimize-atl03.py` (`--min_chunk`):
 # e.g. ATL06's residual histograms, 14 rows of 700 bins per chunk, would become 280 MB chunks.
 MIN_RECHUNK_ROWS = 500
@@ -431,18 +432,23 @@ def _download(url: str, local: Path, credentials: Any) -> str:
 
     bucket, key = _split_url(url)
     client = credentials.require_valid().boto3_client("s3")
-    try:
-        obj = client.get_object(Bucket=bucket, Key=key)
-        with open(local, "wb") as fh:
-            shutil.copyfileobj(obj["Body"], fh, 8 * 2**20)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise FileNotFoundError(f"no object at {url}") from None
-        raise RepackError(f"cannot read {url}: {code or 'S3 error'}") from None
-    except BotoCoreError as exc:
-        raise RepackError(f"cannot read {url}: {_describe_os_error(exc)}") from None
-    return str(obj["ETag"]).strip('"')
+    for attempt in range(DOWNLOAD_RETRIES + 1):
+        try:
+            obj = client.get_object(Bucket=bucket, Key=key)
+            with open(local, "wb") as fh:
+                shutil.copyfileobj(obj["Body"], fh, 8 * 2**20)
+            return str(obj["ETag"]).strip('"')
+        except ClientError as exc:  # botocore has already retried 5xx answers
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NoSuchBucket"):
+                raise FileNotFoundError(f"no object at {url}") from None
+            raise RepackError(f"cannot read {url}: {code or 'S3 error'}") from None
+        except BotoCoreError as exc:  # e.g. the body cut short by a connection reset: download it again
+            if attempt == DOWNLOAD_RETRIES:
+                raise RepackError(f"cannot read {url} (after {attempt + 1} attempts): {_describe_os_error(exc)}"
+                                  ) from None
+            time.sleep(0.1 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 # -- layout summary ------------------------------------------------------------------------------

@@ -75,11 +75,34 @@ def _array(group: Any, path: str, granule: str) -> Any:
     raise MissingVariableError(f"{granule}: the variable /{path} is missing from the store")
 
 
+READ_RETRIES = 3  # further tries of a read cut short (a connection reset, a 5xx the store did not retry)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure worth another try: a connection cut or a server error (an OSError, or Icechunk's
+    StorageError, which reports a body cut mid-way as "streaming error"), not a missing or refused object."""
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return False
+    return isinstance(exc, OSError) or type(exc).__name__ == "StorageError"
+
+
 async def _aread(arr: Any, sel: Any, granule: str) -> np.ndarray:
-    try:
-        return np.asarray(await arr._async_array.getitem(sel))
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise GranuleReadError(f"{granule}: cannot read {arr.path}: {type(exc).__name__}: {exc}") from exc
+    import asyncio
+
+    delay = 0.05
+    for attempt in range(READ_RETRIES + 1):
+        try:
+            return np.asarray(await arr._async_array.getitem(sel))
+        except Exception as exc:
+            if _transient(exc) and attempt < READ_RETRIES:
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if not isinstance(exc, (OSError, ValueError, RuntimeError)) and not _transient(exc):
+                raise
+            tries = f" (after {attempt + 1} attempts)" if attempt else ""
+            raise GranuleReadError(f"{granule}: cannot read {arr.path}{tries}: {type(exc).__name__}: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def _read(arr: Any, sel: Any, granule: str) -> np.ndarray:

@@ -143,16 +143,13 @@ def default_location() -> str:
 
 def _check_location(out: Any) -> str:
     """The prefix the copies go under: an ``s3://bucket/prefix/`` outside the read-only archive bucket."""
-    from is2cloud.geoparquet import OutputPathError
+    from is2cloud.geoparquet import refuse_archive_bucket
 
     location = default_location() if out is None else out
     if not isinstance(location, str) or not location.startswith("s3://") or not location[5:].split("/", 1)[0]:
         raise ValueError(f"out must be an s3:// prefix in your bucket (e.g. {default_location()!r}), not {out!r}; "
                          "for a local copy use is2cloud.repack.repack")
-    archive = get_settings().archive_bucket
-    if location[5:].split("/", 1)[0] == archive:
-        raise OutputPathError(f"refusing to write repacked copies under {location}: {archive} is the read-only "
-                              "archive bucket; write them to your own bucket (settings.output_bucket)")
+    refuse_archive_bucket(location, "repacked copies")
     return location if location.endswith("/") else location + "/"
 
 
@@ -184,7 +181,7 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
     (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
     (default ``get_credentials("read")``), ``out_credentials`` write the copies (default
     ``get_credentials("write")``). The output location and the options are checked before any work; each
-    upload is atomic, so a failed or interrupted granule leaves no object. Raises
+    upload is atomic, and a failed or interrupted call deletes the copies it made (not those that were there). Raises
     :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (e.g. not an HDF5 file).
     """
     location = _check_location(out)
@@ -201,9 +198,17 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
                          "is2cloud.repack.repack for those")
     credentials, out_credentials = _default_credentials(credentials, out_credentials)
     t0 = time.perf_counter()
-    copies = map_granules(_repack_one, sources, client, progress=progress, label="repack", location=location,
-                          credentials=credentials, out_credentials=out_credentials, page_size=page_size,
-                          chunk_rows=chunk_rows)
+    targets = {copy_url(location, s.url) for s in sources}
+    existed = {url for url in targets if _head(out_credentials.fresh().boto3_client("s3"), url) is not None}
+    try:
+        copies = map_granules(_repack_one, sources, client, progress=progress, label="repack", location=location,
+                              credentials=credentials, out_credentials=out_credentials, page_size=page_size,
+                              chunk_rows=chunk_rows)
+    except BaseException:  # a failure or Ctrl-C: the new copies go, so the location never holds half a set
+        s3 = out_credentials.fresh().boto3_client("s3")
+        for url in sorted(targets - existed):
+            s3.delete_object(Bucket=_split(url)[0], Key=_split(url)[1])
+        raise
     seconds = time.perf_counter() - t0
     stats = {"gets": len(copies), "bytes_read": sum(c.source_bytes for c in copies), "seconds": seconds,
              "bytes_written": sum(c.nbytes for c in copies), "page_size": page_size, "chunk_rows": chunk_rows,

@@ -47,7 +47,7 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
     :class:`WrongProductError` when granules or the existing index are of another product.
     """
     from is2cloud.catalog import NoGranulesError
-    from is2cloud.geoparquet import write_geoparquet
+    from is2cloud.geoparquet import refuse_archive_bucket, write_geoparquet
     from is2cloud.methods.baseline import granule_source
     from is2cloud.parallel import GranuleError, map_granules
 
@@ -76,6 +76,8 @@ def build(granules: Iterable[Any], out: str | os.PathLike[str] | None = None, *,
 
         credentials = get_credentials("read")
     location = os.fspath(out) if out is not None else None
+    if location:
+        refuse_archive_bucket(location, "the chunk index")
     if location and location.startswith("s3://") and out_credentials is None:
         from is2cloud.access import get_credentials
 

@@ -166,9 +166,19 @@ def read_manifest(location: str, out_credentials: Any) -> dict[str, Any] | None:
 
     bucket, prefix = split_url(location.rstrip("/") + "/" + MANIFEST)
     try:
-        return json.loads(bytes(obstore.get(out_credentials.obstore(bucket), prefix).bytes()))
+        raw = bytes(obstore.get(out_credentials.obstore(bucket), prefix).bytes())
     except FileNotFoundError:
         return None
+    return _loads(raw, f"s3://{bucket}/{prefix}")
+
+
+def _loads(raw: bytes, url: str) -> Any:
+    """A reference file's JSON; a corrupted or truncated one raises :class:`ReferenceError_` naming it."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ReferenceError_(f"{url} is not a readable kerchunk reference file ({exc}); delete it and prepare the "
+                              "references again") from None
 
 
 def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = None, credentials: Any = None,
@@ -190,6 +200,7 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
 
     from is2cloud.access import get_credentials
     from is2cloud.catalog import NoGranulesError
+    from is2cloud.geoparquet import refuse_archive_bucket
     from is2cloud.parallel import GranuleError, map_granules
 
     t0 = time.perf_counter()
@@ -202,6 +213,7 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
     credentials = credentials if credentials is not None else get_credentials("read")
     out_credentials = out_credentials if out_credentials is not None else get_credentials("write")
     location = os.fspath(out).rstrip("/") if out is not None else default_location()
+    refuse_archive_bucket(location, "kerchunk references")
     records = record_granules(items, srcs, credentials, ReferenceError_)
     try:
         made = map_granules(_make, records, client, progress=progress, label="kerchunk references",
@@ -219,8 +231,8 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
     try:
         for rec, m in zip(records, made):
             key = f"{prefix}/{rec.name}.{run}.json"
+            written.append(key)  # before the PUT: an interrupt during it still deletes what it wrote
             _put(store, key, json.dumps({**m["refs"], "is2cloud": rec.to_dict()}).encode())
-            written.append(key)
             entries[rec.name] = {**rec.to_dict(), "refs": key.rsplit("/", 1)[1], "open_config": open_config,
                                  "inline_threshold": m["inline_threshold"]}
             nrefs[rec.name] = len(m["refs"]["refs"])
@@ -259,7 +271,7 @@ def _load_refs(location: str, entry: dict[str, Any], *, out_credentials: Any) ->
     name = entry["name"]
     bucket, key = split_url(f"{location}/{entry['refs']}")
     try:
-        doc = json.loads(bytes(obstore.get(out_credentials.obstore(bucket), key).bytes()))
+        doc = _loads(bytes(obstore.get(out_credentials.obstore(bucket), key).bytes()), f"s3://{bucket}/{key}")
     except FileNotFoundError:
         raise MissingReferencesError(f"{name}: its reference file s3://{bucket}/{key} is missing; prepare the "
                                      "references again") from None

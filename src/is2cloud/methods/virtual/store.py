@@ -127,6 +127,7 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
     import zarr
 
     from is2cloud.catalog import NoGranulesError
+    from is2cloud.geoparquet import refuse_archive_bucket
 
     t0 = time.perf_counter()
     if mode not in ("append", "overwrite"):
@@ -136,6 +137,7 @@ def prepare(granules: Iterable[Any], *, out: str | os.PathLike[str] | None = Non
         raise NoGranulesError("no granules to virtualise: the list is empty (did the search find nothing?)")
     credentials, out_credentials = _credentials(credentials, out_credentials)
     location = os.fspath(out).rstrip("/") if out is not None else default_location()
+    refuse_archive_bucket(location, "a virtual store")
     records = record_granules(items, srcs, credentials, VirtualStoreError)
     parsed = _parse_all(records, credentials, parser, client, progress)
     prefixes = {icerepo.container_prefix(r.url) for r in records}
