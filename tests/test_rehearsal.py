@@ -1,4 +1,5 @@
-"""CryoCloud mode rehearsed offline (issue 18): notebooks 01, 02, 03, 03b and 07 executed with
+             "03b_baseline_costs.ipynb", "04_dmrpp_virtualizarr.ipynb", "05_kerchunk.ipynb", "06_repack.ipynb",
+             "07_chunk_index.ipynb", "08_comparison.ipynb"]
 ``IS2CLOUD_MODE=earthdata`` in a pod set up as CryoCloud's, against stand-ins on 127.0.0.1 for NASA's and
 AWS's services:
 
@@ -33,8 +34,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = ["01_credentials.ipynb", "02_sliderule_to_s3.ipynb", "03_baseline_earthaccess.ipynb",
-             "03b_baseline_costs.ipynb",
-             "07_chunk_index.ipynb"]
+             "03b_baseline_costs.ipynb", "04_dmrpp_virtualizarr.ipynb", "05_kerchunk.ipynb", "06_repack.ipynb",
+             "07_chunk_index.ipynb", "08_comparison.ipynb"]
 SCRATCH, USER, OTHER = "cryocloud-scratch", "alice", "bob"
 ROLE = "arn:aws:iam::123456789012:role/cryocloud-default"
 OWN_ROLE = "arn:aws:iam::123456789012:role/alice-writer"

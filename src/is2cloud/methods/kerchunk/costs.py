@@ -104,13 +104,15 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
                      "config": label,
                      "open": (", ".join(f"{k}={v!r}" for k, v in opts.items()) if config not in (None, "local")
                               else "obstore block reader" if config is None else "open(<archive copy>, 'rb')"),
-                     "wall_s": m.wall_s, "gets": m.gets, "MB_read": m.get_bytes / 1e6,
-                     "read_over_size": m.get_bytes / obj.size, "arrays": arrays})
+                     # no request ledger at AWS (earthdata mode): GETs and bytes are not known there
+                     "wall_s": m.wall_s, "gets": m.gets,
+                     "MB_read": None if m.get_bytes is None else m.get_bytes / 1e6,
+                     "read_over_size": None if m.get_bytes is None else m.get_bytes / obj.size, "arrays": arrays})
         ms.append(m)
     frame = pd.DataFrame(rows)
     frame["speedup"] = frame["wall_s"].iloc[0] / frame["wall_s"]
     for m, row in zip(ms, frame.itertuples()):
-        m.notes = (f"{row.granule} ({row.size_MB:.1f} MB); {row.open}; read {row.read_over_size:.2f}x the object; "
-                   f"{row.speedup:.1f}x faster than h5cloud's call")
+        read = "bytes read not known" if pd.isna(row.read_over_size) else f"read {row.read_over_size:.2f}x the object"
+        m.notes = f"{row.granule} ({row.size_MB:.1f} MB); {row.open}; {read}; {row.speedup:.1f}x faster than h5cloud's call"
     frame.attrs["measurements"] = ms  # the is2cloud.bench.Measurement of each row
     return frame
