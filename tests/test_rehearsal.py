@@ -1,5 +1,4 @@
-             "03b_baseline_costs.ipynb", "04_dmrpp_virtualizarr.ipynb", "05_kerchunk.ipynb", "06_repack.ipynb",
-             "07_chunk_index.ipynb", "08_comparison.ipynb"]
+"""CryoCloud mode rehearsed offline (issue 18): every notebook of the book executed with
 ``IS2CLOUD_MODE=earthdata`` in a pod set up as CryoCloud's, against stand-ins on 127.0.0.1 for NASA's and
 AWS's services:
 
