@@ -45,9 +45,9 @@ from is2cloud.aoi import load_aoi
 from is2cloud.catalog import NoGranulesError
 from is2cloud.methods import baseline
 from is2cloud.methods.chunks import ChunkTable, chunk_table
-from is2cloud.methods.ranges import BlockFile, ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
+from is2cloud.methods.ranges import ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
 from is2cloud.parallel import map_granules
-from is2cloud.repack import DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
+from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
 from is2cloud.settings import get_settings
 
 __all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "RANGE_GAP", "TITLE", "Copy", "CopyFile",
@@ -140,7 +140,11 @@ class RepackedCopies:
         src = sum(c.source_bytes for c in self.copies)
         return (f"{len(self.copies)} repacked copies under {self.location}: {self.nbytes / 1e6:,.2f} MB for "
                 f"{src / 1e6:,.2f} MB of granules ({self.nbytes / src - 1 if src else float('nan'):+.0%}), "
-                f"page {self.stats.get('page_size', 0):,} B, made in {self.stats.get('seconds', float('nan')):.1f} s")
+                f"page {_bytes(self.stats.get('page_size', 0))}, made in {self.stats.get('seconds', float('nan')):.1f} s")
+
+
+def _bytes(page_size: int | str) -> str:
+    return f"{page_size:,} B" if isinstance(page_size, int) else str(page_size)
 
 
 # -- where the copies go --------------------------------------------------------------------------------
@@ -175,30 +179,32 @@ def copy_url(location: str, source_url: str) -> str:
 
 
 def _repack_one(source: baseline.GranuleSource, *, location: str, credentials: Any, out_credentials: Any,
-                page_size: int, chunk_rows: int | None) -> Copy:
+                page_size: int | str, chunk_rows: int | None) -> Copy:
     t0 = time.perf_counter()
     report = repack_to_s3(source.url, copy_url(location, source.url), credentials=credentials,
                           out_credentials=out_credentials, page_size=page_size, chunk_rows=chunk_rows, progress=False)
     return Copy(name=source.name, url=report.dst, source_url=source.url, source_etag=report.source_etag or "",
-                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=page_size, seconds=report.seconds,
+                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=report.page_size,
+                seconds=report.seconds,
                 total_seconds=time.perf_counter() - t0)
 
 
 def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any = None, out_credentials: Any = None,
-            client: Any = None, progress: bool | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+            client: Any = None, progress: bool | None = None, page_size: int | str = DEFAULT_PAGE_SIZE,
             chunk_rows: int | None = None) -> RepackedCopies:
     """Write a repacked copy of every granule under ``out`` (default :func:`default_location`).
 
     ``granules``: ``earthaccess.DataGranule`` records or ``s3://`` URLs. ``page_size``: bytes per file-space
-    page (4 KiB to 64 MiB; default the published 8,000,000); ``chunk_rows``: rechunk the record datasets
-    (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
+    page (4 KiB to 64 MiB; default the published 8,000,000; ``"auto"``: per granule the smallest page that
+    holds its metadata, :func:`is2cloud.repack.auto_page_size`: 2 MiB for ATL06); ``chunk_rows``: rechunk the
+    record datasets (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
     (default ``get_credentials("read")``), ``out_credentials`` write the copies (default
     ``get_credentials("write")``). The output location and the options are checked before any work; each
     upload is atomic, so a failed or interrupted granule leaves no object. Raises
     :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (e.g. not an HDF5 file).
     """
     location = _check_location(out)
-    page_size = _check_page_size(page_size)
+    page_size = _check_page_size(page_size, auto=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
     items = [granules] if isinstance(granules, (str, os.PathLike)) or (isinstance(granules, dict)
                                                                         and "umm" in granules) else list(granules)
@@ -216,10 +222,17 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
                           chunk_rows=chunk_rows)
     seconds = time.perf_counter() - t0
     stats = {"gets": len(copies), "bytes_read": sum(c.source_bytes for c in copies), "seconds": seconds,
-             "bytes_written": sum(c.nbytes for c in copies), "page_size": page_size, "chunk_rows": chunk_rows,
+             "bytes_written": sum(c.nbytes for c in copies), "page_size": _page_sizes(copies, page_size),
+             "chunk_rows": chunk_rows,
              "per_granule": {c.name: {"source_bytes": c.source_bytes, "bytes": c.nbytes, "overhead": c.overhead,
                                       "seconds": c.seconds, "total_seconds": c.total_seconds} for c in copies}}
     return RepackedCopies(location=location, copies=tuple(copies), stats=stats)
+
+
+def _page_sizes(copies: Sequence[Copy], asked: int | str) -> int | str:
+    """The copies' page size, or when ``"auto"`` gave them several, ``"auto"``."""
+    sizes = {c.page_size for c in copies}
+    return sizes.pop() if len(sizes) == 1 else asked
 
 
 def _default_credentials(credentials: Any, out_credentials: Any) -> tuple[Any, Any]:
@@ -300,17 +313,18 @@ def _page_buffer_stats(h5: h5py.File) -> dict[str, int]:
 
 
 class CopyFile(io.RawIOBase):
-    """A repacked copy in S3 as a read-only file object for h5py, with two caches.
+    """A repacked copy in S3 as a read-only file object for h5py: the byte ranges fetched so far, kept in
+    memory, and two ways to fetch more.
 
-    * **Pages**: a read that no fetched range holds fetches the page-size blocks around it (an
-      :class:`~is2cloud.methods.ranges.BlockFile` whose block is the copy's page size): the metadata pages,
-      each in one GET, which h5py's page buffer asks for whole.
-    * **Byte ranges** fetched ahead (:meth:`fetch`): exactly the stored chunks h5py is about to read,
+    * **Pages**: a read that no fetched range holds fetches the whole page(s) around it, in one GET (a
+      block cache whose block is the copy's page size): the metadata pages, which h5py's page buffer asks
+      for whole anyway.
+    * **Byte ranges fetched ahead** (:meth:`fetch`): exactly the stored chunks h5py is about to read,
       coalesced (:func:`~is2cloud.methods.ranges.coalesce`, gaps up to ``max_gap`` bytes) and fetched
-      concurrently (:func:`~is2cloud.methods.ranges.fetch_ranges`).
+      concurrently (:func:`~is2cloud.methods.ranges.fetch_ranges`); what is already held is not fetched again.
 
     Every response is checked against the copy's size and ETag (one consistent version of the object).
-    ``gets`` and ``bytes_fetched`` count both caches; ``page_gets`` the pages alone.
+    ``gets`` and ``bytes_fetched`` count every GET, ``page_gets`` those of pages.
     """
 
     def __init__(self, credentials: Any, copy: Copy, *, max_gap: int = RANGE_GAP, concurrency: int = 16):
@@ -319,28 +333,15 @@ class CopyFile(io.RawIOBase):
             raise ValueError(f"{copy.name}: the copy's size and page size must be known (check_copy)")
         bucket, key = _split(copy.url)
         self.obj = ObjectId(bucket, key, copy.nbytes, copy.etag)
-        self.max_gap, self.concurrency = max_gap, concurrency
+        self.page_size, self.max_gap, self.concurrency = copy.page_size, max_gap, concurrency
         self._credentials = credentials
         self._store = credentials.obstore(bucket)
-        self.pages = BlockFile(credentials, self.obj, block_size=copy.page_size, concurrency=concurrency,
-                               store=self._store)
         self._starts: list[int] = []  # fetched ranges: sorted, disjoint
         self._data: list[bytes] = []
         self._pos = 0
-        self.range_gets = 0
-        self.range_bytes = 0
-
-    @property
-    def gets(self) -> int:
-        return self.range_gets + self.pages.gets
-
-    @property
-    def bytes_fetched(self) -> int:
-        return self.range_bytes + self.pages.bytes_fetched
-
-    @property
-    def page_gets(self) -> int:
-        return self.pages.gets
+        self.gets = 0
+        self.page_gets = 0
+        self.bytes_fetched = 0
 
     def readable(self) -> bool:
         return True
@@ -368,27 +369,30 @@ class CopyFile(io.RawIOBase):
         if end <= start:
             return 0
         i = self._find(start, end)
-        if i is None:
-            self.pages.seek(start)
-            n = self.pages.readinto(view[:end - start])
-        else:
-            lo = start - self._starts[i]
-            view[:end - start] = self._data[i][lo:lo + end - start]
-            n = end - start
-        self._pos = start + n
-        return n
+        if i is None:  # not fetched ahead: the page(s) around it
+            page = self.page_size
+            self._get([(start // page * page, min(-(-end // page) * page, self.obj.size))])
+            self.page_gets += 1
+            i = self._find(start, end)
+            assert i is not None
+        lo = start - self._starts[i]
+        view[:end - start] = self._data[i][lo:lo + end - start]
+        self._pos = end
+        return end - start
 
     def fetch(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """Fetch the byte ranges ``(start, end)`` (end exclusive) not fetched yet: coalesced, concurrently."""
-        wanted = [(int(a), int(b)) for a, b in ranges if b > a and self._find(int(a), int(b)) is None]
-        merged = coalesce(wanted, max_gap=self.max_gap)
-        if not merged:
+        """Fetch the byte ranges ``(start, end)`` (end exclusive) not held yet: coalesced, concurrently."""
+        self._get(coalesce([(int(a), int(b)) for a, b in ranges if b > a and self._find(int(a), int(b)) is None],
+                           max_gap=self.max_gap))
+
+    def _get(self, ranges: list[tuple[int, int]]) -> None:
+        if not ranges:
             return
-        reqs = [RangeRequest(self.obj, a, b) for a, b in merged]
+        reqs = [RangeRequest(self.obj, a, b) for a, b in ranges]
         datas = fetch_ranges(self._credentials, reqs, concurrency=self.concurrency, stores=lambda _: self._store)
-        self.range_gets += len(reqs)
-        self.range_bytes += sum(len(d) for d in datas)
-        for (a, _), data in zip(merged, datas):
+        self.gets += len(reqs)
+        self.bytes_fetched += sum(len(d) for d in datas)
+        for (a, _), data in zip(ranges, datas):
             self._insert(a, data)
 
     def _insert(self, start: int, data: bytes) -> None:
@@ -414,7 +418,6 @@ class CopyFile(io.RawIOBase):
     def close(self) -> None:
         self._starts.clear()
         self._data.clear()
-        self.pages.close()
         super().close()
 
 
@@ -650,7 +653,9 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     1. opening and reading ``gt1l/heights`` of one ATL03 granule (the archive's ATL03 granules are over
        Grand Mesa) and of its copy under the ``remote``
        profile (:func:`compare_open_read`; the issue's target: at least 10x fewer GETs for the copy);
-    2. ``repack (prepare)``: repacked copies of the AOI's ATL06 granules (``profile``);
+    2. ``repack (prepare)``: repacked copies of the AOI's ATL06 granules (``profile``), each with the page
+       size chosen for it (``page_size="auto"``, :func:`is2cloud.repack.auto_page_size`: 2 MiB, the smallest
+       page that holds a 57 MB ATL06 granule's metadata; the ATL03 copy above uses the published 8,000,000);
     3. ``baseline (tuned) -> GeoParquet`` on the originals and ``repacked -> GeoParquet`` on the copies,
        each ``repeat`` times, rows checked identical (target: 3x faster at book scale, ``in-region``).
 
@@ -690,10 +695,10 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         with measure("repack (prepare)", method=NAME, cloud=cloud, scale=scale, results=results, notes=label,
                      granules=len(granules)) as mp:
             copies = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
-                             client=client)
+                             client=client, page_size=AUTO)
         src = sum(c.source_bytes for c in copies.copies)
         mp.notes = (f"{label}; {mp.wall_s / len(granules):.2f} s per granule; copies {copies.nbytes / 1e6:,.1f} MB "
-                    f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {copies.stats['page_size']:,} B")
+                    f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {_bytes(copies.stats['page_size'])}")
         out.append(mp)
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
