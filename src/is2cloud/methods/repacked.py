@@ -9,15 +9,22 @@ multipart upload) into the output bucket under its archive key, below ``out`` (d
 ``s3://<settings.output_bucket>/repacked/``). The copy's S3 metadata records the source URL, the
 source's ETag and the page size. Granules fan out with :func:`is2cloud.parallel.map_granules`.
 
-**Subset** (:func:`subset`). Each copy is opened through an s3fs ``blockcache`` whose block is the
-page size, and with h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages): a
-metadata page fetched once serves every object header and chunk index in it. Then the baseline's own
-clipping (:func:`is2cloud.methods.baseline.clip_granule`, :meth:`AOI.contains`) with
-``rows="aoi-chunks"``: each beam's coordinates whole, then only the chunks of the other variables that
-hold rows inside the AOI; and the baseline's assembly: the canonical schema, the same rows as the
-baseline. (The page buffer still fetches a whole page for any chunk smaller than a page.) Before
-reading, one HEAD of the copy and one of its source check that the source's ETag is still the one the
-copy was made from: a stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
+**Subset** (:func:`subset`). Before reading, one HEAD of the copy and one of its source check that the
+source's ETag is still the one the copy was made from: a stale copy is an error naming the granule
+(:class:`StaleCopyError`), never old rows. Then each copy is read (:func:`read_copy`, over a
+:class:`CopyFile`) in three rounds of requests:
+
+1. the **metadata** through h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages)
+   over a block cache whose block is the page size: one GET per metadata page (one for an ATL06 copy)
+   serves every object header and chunk index, and gives the chunk tables of what is read next;
+2. the granule's scalars and every beam's coordinates, whole;
+3. of the other variables, only the chunks holding rows inside the AOI;
+
+rounds 2 and 3 as exact byte ranges, coalesced and fetched concurrently, announced by the baseline's
+own clipping (:func:`is2cloud.methods.baseline.clip_granule`, ``rows="aoi-chunks"``, its ``prefetch``
+hook), which then reads them from memory with h5py opened *without* the page buffer (the page buffer
+would fetch a whole page for every chunk smaller than a page: for the Greenland AOI, nearly every page
+of the file). Same clipping, same assembly: the canonical schema, the baseline's rows.
 
 :func:`read_beam_h5coro` reads the same copies with h5coro (SlideRule's reader) instead of h5py;
 :func:`open_read_group` and :func:`compare_open_read` measure opening and reading one group of a
