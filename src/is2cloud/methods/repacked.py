@@ -479,7 +479,7 @@ def read_copy(copy: Copy, *, aoi: Any, variables: Sequence[str], credentials: An
 
         def prefetch(requests: list[tuple[h5py.Dataset, list[tuple[int, int]]]]) -> None:
             fh.fetch(r for ds, runs in requests
-                     for r in _chunk_ranges(tables.get(ds.name) or chunk_table(ds), runs))
+                     for r in _chunk_ranges(tables[ds.name] if ds.name in tables else chunk_table(ds), runs))
 
         with baseline._h5(fh, source) as h5:
             cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name, rows="aoi-chunks", prefetch=prefetch)
@@ -517,8 +517,9 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     read). ``variables`` as in :func:`is2cloud.methods.baseline.subset`. ``credentials`` read the sources
     (one HEAD each, for their ETag); ``out_credentials`` read the copies. Raises
     :class:`~is2cloud.parallel.GranuleError` naming each granule whose copy is stale (:class:`StaleCopyError`),
-    missing (:class:`MissingCopyError`) or unreadable. ``result.attrs["repacked"]``: the page buffer's
-    statistics summed over the copies (``meta_hits``, ``raw_misses``...), and ``copies``.
+    missing (:class:`MissingCopyError`) or unreadable. ``result.attrs["repacked"]``: ``page_buffer``, the page
+    buffer's statistics summed over the copies (``meta_hits``, ``raw_misses``...), ``reader``, the requests
+    :func:`read_copy` made (``gets``, ``page_gets``, ``bytes_fetched``), and ``copies``.
     """
     area = load_aoi(aoi)
     variables = baseline.check_variables(baseline.DEFAULT_VARIABLES if variables is None else variables)
