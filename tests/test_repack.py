@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -18,6 +19,7 @@ from is2cloud.repack import (
     DEFAULT_PAGE_SIZE,
     MIN_RECHUNK_ROWS,
     RepackError,
+    auto_page_size,
     h5repack_command,
     layout_summary,
     repack,
@@ -160,6 +162,31 @@ def test_other_page_size_and_rechunking(test_archive, tmp_path):
         assert f["gt1l/residual_histogram/count"].chunks == (14, 700)  # a table of few rows per chunk: kept
 
 
+@pytest.mark.parametrize("product", ["ATL03", "ATL06"])
+def test_auto_page_size_holds_the_metadata_in_one_page(copies, tmp_path, product):
+    src, _ = copies[product]
+    meta = layout_summary(src).metadata_bytes
+    page = auto_page_size(src)
+    # the smallest power of two from 1 MiB with 10 % to spare (the test granules' metadata is far below 8 MB)
+    assert page >= 2**20 and page & (page - 1) == 0 and page >= 1.1 * meta and (page == 2**20 or page / 2 < 1.1 * meta)
+    report = repack(src, tmp_path / "auto.h5", page_size="auto")
+    after = layout_summary(report.dst)
+    assert report.page_size == after.page_size == page and after.strategy == "PAGE"
+    assert after.metadata_blocks == 1  # every object header in one page: one GET for a page-buffered reader
+    assert report.dst_bytes < layout_summary(copies[product][1].dst).file_size  # smaller than at 8,000,000 B
+    assert assert_same_content(src, Path(report.dst))["datasets"] == report.datasets
+
+
+def test_auto_page_size_is_capped_at_the_published_size(copies, monkeypatch):
+    import is2cloud.repack as repack_module
+
+    src, _ = copies["ATL06"]
+    real = layout_summary(src)
+    for meta, want in ((3 * 2**20, 4 * 2**20), (4 * 2**20, DEFAULT_PAGE_SIZE), (50 * 2**20, DEFAULT_PAGE_SIZE)):
+        monkeypatch.setattr(repack_module, "layout_summary", lambda _: replace(real, metadata_bytes=meta))
+        assert auto_page_size(src) == want, meta
+
+
 def test_layout_summary_of_an_open_file_and_its_text(copies):
     src, report = copies["ATL06"]
     with h5py.File(src) as f:
@@ -192,6 +219,11 @@ def test_page_size_out_of_range(test_archive, tmp_path, page_size):
     with pytest.raises(ValueError, match="page_size"):
         h5repack_command("a.h5", "b.h5", page_size)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_is_for_the_h5py_writer_only():
+    with pytest.raises(ValueError, match="page_size must be an integer number of bytes, not 'auto'"):
+        h5repack_command("a.h5", "b.h5", "auto")
 
 
 def test_interrupted_repack_leaves_nothing(test_archive, tmp_path, monkeypatch):

@@ -84,6 +84,45 @@ def test_same_rows_as_the_baseline_from_the_handle_and_the_location(copies, refe
 
 
 @pytest.fixture(scope="module")
+def auto(granules, creds, bucket):
+    """The Greenland granules' copies with the page size chosen for each (page_size="auto")."""
+    return repacked.prepare(granules, out=f"s3://{bucket}/test-repacked-auto/", credentials=creds,
+                            out_credentials=creds, client="sync", page_size="auto")
+
+
+def test_auto_pages_metadata_in_one_get_then_only_the_chunks_read(auto, reference, creds, archive_cloud):
+    sizes = {c.page_size for c in auto.copies}  # 2 MiB for the test granules' ~1.8 MB of metadata
+    assert sizes <= {2**20, 2**21, 2**22} and auto.stats["page_size"] == (sizes.pop() if len(sizes) == 1 else "auto")
+    seq = archive_cloud.seq
+    gdf = repacked.subset(auto, GREENLAND, credentials=creds, out_credentials=creds, client="sync")
+    assert_same_rows(reference, gdf, names=("baseline", "repacked, auto page size"))
+    reader, pb = gdf.attrs["repacked"]["reader"], gdf.attrs["repacked"]["page_buffer"]
+    gets = [r for r in archive_cloud.ledger(seq) if r.verb == "GET"]
+    assert reader["gets"] == len(gets) and reader["bytes_fetched"] == sum(r.bytes for r in gets)
+    assert reader["page_gets"] == len(auto) == pb["meta_misses"]  # the metadata: one page, one GET per copy
+    assert pb["raw_accesses"] == 0  # no value is read through the page buffer
+    assert reader["bytes_fetched"] < auto.nbytes  # the metadata page, coordinates and AOI chunks, not every page
+
+
+def test_copy_file_keeps_fetched_ranges_disjoint(auto, creds):
+    c = repacked.check_copy(auto.copies[0], credentials=creds, out_credentials=creds)
+    assert c.nbytes >= 2 * c.page_size and c.etag
+    with creds.s3fs().open(c.url, "rb") as fh:
+        whole = fh.read()
+    with repacked.CopyFile(creds, c, max_gap=0) as f:
+        f.fetch([(100, 200), (300, 400)])
+        f.fetch([(150, 350), (390, 500), (120, 130)])  # overlaps both, then extends the merged range
+        assert f._starts == [100] and len(f._data[0]) == 400 and f.gets == 4 and f.page_gets == 0
+        f.seek(110)
+        assert f.read(380) == whole[110:490] and f.gets == 4  # served from memory
+        f.seek(c.page_size - 10)
+        assert f.read(20) == whole[c.page_size - 10:c.page_size + 10] and f.page_gets == 1  # two pages, one GET
+        assert f.gets == 5 and f.bytes_fetched == 200 + (200 + 110) + 2 * c.page_size
+        f.seek(105)
+        assert f.read(10) == whole[105:115] and f.gets == 5  # now inside the pages, merged with the ranges
+
+
+@pytest.fixture(scope="module")
 def antimeridian(tmp_path_factory, creds, bucket, s3):
     """A granule crossing +-180 in the output bucket (as a source), and its copy."""
     path = antimeridian_atl06(tmp_path_factory.mktemp("am"))

@@ -35,7 +35,7 @@ import inspect
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,8 @@ CHAPTER = "notebooks/03_baseline_earthaccess"
 
 Config = Literal["readahead", "blockcache", "naive", "tuned"]
 Rows = Literal["all", "aoi-chunks"]  # what clip_granule reads of a beam
+# clip_granule's read-ahead hook: the (dataset, [(start, stop), ...]) row ranges about to be read
+Prefetch = Callable[[list[tuple[h5py.Dataset, list[tuple[int, int]]]]], None]
 CONFIGS: tuple[str, ...] = ("readahead", "blockcache")
 PROSE: dict[str, str] = {"readahead": "naive", "blockcache": "tuned"}  # the words the book's prose uses
 _ALIASES = {v: k for k, v in PROSE.items()}
@@ -286,33 +288,51 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray, granule: str) -> np.ndarray:
     return np.concatenate(parts)[np.searchsorted(covered, rows)]
 
 
-def _beam_aoi_chunks(group: h5py.Group, aoi: AOI, variables: Sequence[str], granule: str) -> dict[str, np.ndarray]:
-    """A beam's coordinates read whole, then only the chunks of the other variables that hold rows inside."""
-    lon, lat = (_read(_dataset(group, v, granule), granule) for v in ("longitude", "latitude"))
-    n = len(lat)
-    for v, arr in (("longitude", lon), ("latitude", lat)):
-        if arr.ndim != 1 or len(arr) != n:
-            raise _shape_error(granule, f"{group.name.lstrip('/')}/{v}", arr.shape, n)
-    inside = aoi.contains(lon, lat)
-    if not inside.any():
-        for v in variables:  # a missing variable is an error whether or not the beam has rows inside
-            _dataset(group, v, granule)
-        return {}
-    rows = np.flatnonzero(inside)
-    out = {}
-    for v in variables:
-        if v in ("longitude", "latitude"):
-            out[v] = (lon if v == "longitude" else lat)[inside]
+def _beams_aoi_chunks(groups: dict[str, h5py.Group], aoi: AOI, variables: Sequence[str], granule: str,
+                      prefetch: Prefetch | None, scalars: Sequence[h5py.Dataset]) -> dict[str, dict[str, np.ndarray]]:
+    """Each beam's coordinates read whole, then only the chunks of the other variables that hold rows inside.
+
+    With ``prefetch``, every beam's reads are announced at once in two calls (see :func:`clip_granule`)."""
+    coords = {b: (_dataset(g, "longitude", granule), _dataset(g, "latitude", granule)) for b, g in groups.items()}
+    if prefetch is not None:
+        prefetch([(ds, [(0, _nrows(ds))]) for ds in (*scalars, *(d for pair in coords.values() for d in pair))])
+    found: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for beam, group in groups.items():
+        lon, lat = (_read(ds, granule) for ds in coords[beam])
+        n = len(lat)
+        for v, arr in (("longitude", lon), ("latitude", lat)):
+            if arr.ndim != 1 or len(arr) != n:
+                raise _shape_error(granule, f"{group.name.lstrip('/')}/{v}", arr.shape, n)
+        found[beam] = (lon, lat, aoi.contains(lon, lat))
+    others: dict[str, dict[str, h5py.Dataset]] = {}
+    for beam, group in groups.items():
+        lon, lat, inside = found[beam]
+        # a missing variable is an error whether or not the beam has rows inside
+        dsets = {v: _dataset(group, v, granule) for v in variables if v not in ("longitude", "latitude")}
+        if not inside.any():
             continue
-        ds = _dataset(group, v, granule)
-        if ds.ndim != 1 or ds.shape[0] != n:
-            raise _shape_error(granule, ds.name.lstrip("/"), ds.shape, n)
-        out[v] = _read_rows(ds, rows, granule)
+        for ds in dsets.values():
+            if ds.ndim != 1 or ds.shape[0] != len(lat):
+                raise _shape_error(granule, ds.name.lstrip("/"), ds.shape, len(lat))
+        others[beam] = dsets
+    rows = {beam: np.flatnonzero(found[beam][2]) for beam in others}
+    if prefetch is not None:
+        prefetch([(ds, chunk_runs(rows[beam], int(ds.chunks[0]) if ds.chunks else _nrows(ds), _nrows(ds)))
+                  for beam, dsets in others.items() for ds in dsets.values()])
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for beam, dsets in others.items():
+        lon, lat, inside = found[beam]
+        out[beam] = {v: (lon if v == "longitude" else lat)[inside] if v in ("longitude", "latitude")
+                     else _read_rows(dsets[v], rows[beam], granule) for v in variables}
     return out
 
 
+def _nrows(ds: h5py.Dataset) -> int:
+    return int(ds.shape[0]) if ds.shape else 1
+
+
 def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES, *,
-                 granule: str, rows: Rows = "all") -> dict[str, np.ndarray]:
+                 granule: str, rows: Rows = "all", prefetch: Prefetch | None = None) -> dict[str, np.ndarray]:
     """Read the beams of ``h5`` and keep the rows inside ``aoi``: columns for :func:`canonical_frame`
     (plus any extra ``variables``), one entry per row. Beams without ``land_ice_segments`` (real ATL06
     omits beams with no segments) give no rows; a missing variable raises :class:`MissingVariableError`.
@@ -321,18 +341,27 @@ def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VAR
     cloud-optimized reader) reads ``latitude``/``longitude`` whole, then of the other variables only the
     chunk-aligned row ranges that hold rows inside (:func:`~is2cloud.methods.chunks.chunk_runs`): the same
     columns, fewer bytes.
+
+    ``prefetch`` (``rows="aoi-chunks"`` only): a reader over a remote object is told what is read next, so
+    it can fetch it all at once (concurrently) instead of one request per read. It is called twice with
+    ``[(dataset, [(start, stop), ...]), ...]`` row ranges: first the granule's scalars and every beam's
+    coordinates (whole), then the AOI's chunk runs of the other variables of every beam with rows inside
+    (:mod:`is2cloud.methods.repacked`).
     """
     if rows not in ("all", "aoi-chunks"):
         raise ValueError(f"rows must be 'all' or 'aoi-chunks', not {rows!r}")
-    read_beam = _beam_all if rows == "all" else _beam_aoi_chunks
-    epoch = float(_read(_dataset(h5, EPOCH, granule), granule).ravel()[0])
-    orbit = {k: _read(_dataset(h5, p, granule), granule).ravel()[0] for k, p in ORBIT.items()}
+    if prefetch is not None and rows != "aoi-chunks":
+        raise ValueError("prefetch works with rows='aoi-chunks' only")
+    scalars = [_dataset(h5, EPOCH, granule), *(_dataset(h5, p, granule) for p in ORBIT.values())]
+    groups = {beam: h5[f"{beam}/{GROUP}"] for beam in TRACK_IDS if f"{beam}/{GROUP}" in h5}
+    if rows == "all":
+        epoch, orbit = _scalars(scalars, granule)
+        beams = {beam: _beam_all(group, aoi, variables, granule) for beam, group in groups.items()}
+    else:
+        beams = _beams_aoi_chunks(groups, aoi, variables, granule, prefetch, scalars)
+        epoch, orbit = _scalars(scalars, granule)
     parts: list[dict[str, np.ndarray]] = []
-    for beam in TRACK_IDS:
-        path = f"{beam}/{GROUP}"
-        if path not in h5:
-            continue
-        values = read_beam(h5[path], aoi, variables, granule)
+    for beam, values in beams.items():
         if not values:
             continue
         k = len(values["latitude"])
@@ -346,6 +375,12 @@ def clip_granule(h5: h5py.File, aoi: AOI, variables: Sequence[str] = DEFAULT_VAR
     if not parts:
         return {}
     return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+def _scalars(scalars: Sequence[h5py.Dataset], granule: str) -> tuple[float, dict[str, Any]]:
+    """The ATLAS epoch and the orbit values (``rgt``, ``cycle``) from their datasets (in that order)."""
+    epoch = float(_read(scalars[0], granule).ravel()[0])
+    return epoch, {k: _read(ds, granule).ravel()[0] for k, ds in zip(ORBIT, scalars[1:])}
 
 
 def read_granule(source: GranuleSource, *, aoi: AOI, variables: Sequence[str] = DEFAULT_VARIABLES,

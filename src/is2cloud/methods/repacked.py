@@ -9,15 +9,22 @@ multipart upload) into the output bucket under its archive key, below ``out`` (d
 ``s3://<settings.output_bucket>/repacked/``). The copy's S3 metadata records the source URL, the
 source's ETag and the page size. Granules fan out with :func:`is2cloud.parallel.map_granules`.
 
-**Subset** (:func:`subset`). Each copy is opened through an s3fs ``blockcache`` whose block is the
-page size, and with h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages): a
-metadata page fetched once serves every object header and chunk index in it. Then the baseline's own
-clipping (:func:`is2cloud.methods.baseline.clip_granule`, :meth:`AOI.contains`) with
-``rows="aoi-chunks"``: each beam's coordinates whole, then only the chunks of the other variables that
-hold rows inside the AOI; and the baseline's assembly: the canonical schema, the same rows as the
-baseline. (The page buffer still fetches a whole page for any chunk smaller than a page.) Before
-reading, one HEAD of the copy and one of its source check that the source's ETag is still the one the
-copy was made from: a stale copy is an error naming the granule (:class:`StaleCopyError`), never old rows.
+**Subset** (:func:`subset`). Before reading, one HEAD of the copy and one of its source check that the
+source's ETag is still the one the copy was made from: a stale copy is an error naming the granule
+(:class:`StaleCopyError`), never old rows. Then each copy is read (:func:`read_copy`, over a
+:class:`CopyFile`) in three rounds of requests:
+
+1. the **metadata** through h5py's page buffer (``page_buf_size`` = :data:`PAGE_BUFFER_PAGES` pages)
+   over a block cache whose block is the page size: one GET per metadata page (one for an ATL06 copy)
+   serves every object header and chunk index, and gives the chunk tables of what is read next;
+2. the granule's scalars and every beam's coordinates, whole;
+3. of the other variables, only the chunks holding rows inside the AOI;
+
+rounds 2 and 3 as exact byte ranges, coalesced and fetched concurrently, announced by the baseline's
+own clipping (:func:`is2cloud.methods.baseline.clip_granule`, ``rows="aoi-chunks"``, its ``prefetch``
+hook), which then reads them from memory with h5py opened *without* the page buffer (the page buffer
+would fetch a whole page for every chunk smaller than a page: for the Greenland AOI, nearly every page
+of the file). Same clipping, same assembly: the canonical schema, the baseline's rows.
 
 :func:`read_beam_h5coro` reads the same copies with h5coro (SlideRule's reader) instead of h5py;
 :func:`open_read_group` and :func:`compare_open_read` measure opening and reading one group of a
@@ -26,6 +33,8 @@ granule and of its copy (notebook 06, :func:`benchmark`).
 
 from __future__ import annotations
 
+import bisect
+import io
 import os
 import threading
 import time
@@ -33,6 +42,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import h5py
@@ -41,14 +51,16 @@ import numpy as np
 from is2cloud.aoi import load_aoi
 from is2cloud.catalog import NoGranulesError
 from is2cloud.methods import baseline
+from is2cloud.methods.chunks import ChunkTable, chunk_table
+from is2cloud.methods.ranges import ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
 from is2cloud.parallel import map_granules
-from is2cloud.repack import DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
+from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
 from is2cloud.settings import get_settings
 
-__all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "TITLE", "Copy", "MissingCopyError",
-           "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy", "compare_open_read", "copy_url",
-           "default_location", "open_copy", "open_read_group", "prepare", "read_beam_h5coro", "read_copy", "read_group",
-           "subset"]
+__all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "RANGE_GAP", "TITLE", "Copy", "CopyFile",
+           "MissingCopyError", "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy",
+           "compare_open_read", "copy_url", "default_location", "open_copy", "open_read_group", "prepare",
+           "read_beam_h5coro", "read_copy", "read_group", "subset"]
 
 NAME = "repacked"
 TITLE = "repacked (paged HDF5)"
@@ -57,6 +69,10 @@ DESCRIPTION = ("cloud-optimized copies of the granules (h5repack -S PAGE: metada
 CHAPTER = "notebooks/06_repack"
 
 PAGE_BUFFER_PAGES = 4  # h5py's page buffer holds this many pages (at least two, or it thrashes)
+# chunks at most this many bytes apart are fetched in one GET (an extra GET costs a round trip: ~30 ms,
+# ~3 MB at 100 MB/s, but runs concurrently with the others)
+RANGE_GAP = 256 * 2**10
+_READER_STATS = ("gets", "page_gets", "bytes_fetched")  # read_copy's statistics beside the page buffer's
 ReadMode = Literal["none", "blockcache", "page buffer", "page buffer + blockcache"]
 
 
@@ -85,6 +101,7 @@ class Copy:
     page_size: int = 0
     seconds: float = 0.0  # rewriting it (h5py)
     total_seconds: float = 0.0  # downloading the source, rewriting it, uploading the copy
+    etag: str = ""  # the copy's own ETag (check_copy): every byte range read is checked against it
 
     @property
     def overhead(self) -> float:
@@ -130,7 +147,11 @@ class RepackedCopies:
         src = sum(c.source_bytes for c in self.copies)
         return (f"{len(self.copies)} repacked copies under {self.location}: {self.nbytes / 1e6:,.2f} MB for "
                 f"{src / 1e6:,.2f} MB of granules ({self.nbytes / src - 1 if src else float('nan'):+.0%}), "
-                f"page {self.stats.get('page_size', 0):,} B, made in {self.stats.get('seconds', float('nan')):.1f} s")
+                f"page {_bytes(self.stats.get('page_size', 0))}, made in {self.stats.get('seconds', float('nan')):.1f} s")
+
+
+def _bytes(page_size: int | str) -> str:
+    return f"{page_size:,} B" if isinstance(page_size, int) else str(page_size)
 
 
 # -- where the copies go --------------------------------------------------------------------------------
@@ -162,30 +183,32 @@ def copy_url(location: str, source_url: str) -> str:
 
 
 def _repack_one(source: baseline.GranuleSource, *, location: str, credentials: Any, out_credentials: Any,
-                page_size: int, chunk_rows: int | None) -> Copy:
+                page_size: int | str, chunk_rows: int | None) -> Copy:
     t0 = time.perf_counter()
     report = repack_to_s3(source.url, copy_url(location, source.url), credentials=credentials,
                           out_credentials=out_credentials, page_size=page_size, chunk_rows=chunk_rows, progress=False)
     return Copy(name=source.name, url=report.dst, source_url=source.url, source_etag=report.source_etag or "",
-                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=page_size, seconds=report.seconds,
+                source_bytes=report.src_bytes, nbytes=report.dst_bytes, page_size=report.page_size,
+                seconds=report.seconds,
                 total_seconds=time.perf_counter() - t0)
 
 
 def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any = None, out_credentials: Any = None,
-            client: Any = None, progress: bool | None = None, page_size: int = DEFAULT_PAGE_SIZE,
+            client: Any = None, progress: bool | None = None, page_size: int | str = DEFAULT_PAGE_SIZE,
             chunk_rows: int | None = None) -> RepackedCopies:
     """Write a repacked copy of every granule under ``out`` (default :func:`default_location`).
 
     ``granules``: ``earthaccess.DataGranule`` records or ``s3://`` URLs. ``page_size``: bytes per file-space
-    page (4 KiB to 64 MiB; default the published 8,000,000); ``chunk_rows``: rechunk the record datasets
-    (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
+    page (4 KiB to 64 MiB; default the published 8,000,000; ``"auto"``: per granule the smallest page that
+    holds its metadata, :func:`is2cloud.repack.auto_page_size`: 2 MiB for ATL06); ``chunk_rows``: rechunk the
+    record datasets (NSIDC's v007 uses 100,000; default: keep the source's chunks). ``credentials`` read the granules
     (default ``get_credentials("read")``), ``out_credentials`` write the copies (default
     ``get_credentials("write")``). The output location and the options are checked before any work; each
     upload is atomic, and a failed or interrupted call deletes the copies it made (not those that were there). Raises
     :class:`~is2cloud.parallel.GranuleError` naming every granule that failed (e.g. not an HDF5 file).
     """
     location = _check_location(out)
-    page_size = _check_page_size(page_size)
+    page_size = _check_page_size(page_size, auto=True)
     chunk_rows = _check_chunk_rows(chunk_rows)
     items = [granules] if isinstance(granules, (str, os.PathLike)) or (isinstance(granules, dict)
                                                                         and "umm" in granules) else list(granules)
@@ -211,10 +234,17 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
         raise
     seconds = time.perf_counter() - t0
     stats = {"gets": len(copies), "bytes_read": sum(c.source_bytes for c in copies), "seconds": seconds,
-             "bytes_written": sum(c.nbytes for c in copies), "page_size": page_size, "chunk_rows": chunk_rows,
+             "bytes_written": sum(c.nbytes for c in copies), "page_size": _page_sizes(copies, page_size),
+             "chunk_rows": chunk_rows,
              "per_granule": {c.name: {"source_bytes": c.source_bytes, "bytes": c.nbytes, "overhead": c.overhead,
                                       "seconds": c.seconds, "total_seconds": c.total_seconds} for c in copies}}
     return RepackedCopies(location=location, copies=tuple(copies), stats=stats)
+
+
+def _page_sizes(copies: Sequence[Copy], asked: int | str) -> int | str:
+    """The copies' page size, or when ``"auto"`` gave them several, ``"auto"``."""
+    sizes = {c.page_size for c in copies}
+    return sizes.pop() if len(sizes) == 1 else asked
 
 
 def _default_credentials(credentials: Any, out_credentials: Any) -> tuple[Any, Any]:
@@ -230,6 +260,13 @@ def _default_credentials(credentials: Any, out_credentials: Any) -> tuple[Any, A
 def _split(url: str) -> tuple[str, str]:
     bucket, _, key = url.split("://", 1)[1].partition("/")
     return bucket, key
+
+
+@lru_cache(maxsize=8)
+def _s3_client(credentials: Any) -> Any:
+    """One boto3 S3 client per credentials in this process (thread-safe; making one costs ~0.1-0.5 s of CPU,
+    more than the HEADs it sends)."""
+    return credentials.boto3_client("s3")
 
 
 def _head(client: Any, url: str) -> dict[str, Any] | None:
@@ -248,14 +285,14 @@ def _head(client: Any, url: str) -> dict[str, Any] | None:
 def check_copy(copy: Copy, *, credentials: Any, out_credentials: Any) -> Copy:
     """The copy as it is in S3 now (size, page size, source), after checking that it exists, was made by
     :func:`prepare` and that its source still has the ETag it was made from. Two HEADs."""
-    head = _head(out_credentials.fresh().boto3_client("s3"), copy.url)
+    head = _head(_s3_client(out_credentials.fresh()), copy.url)
     if head is None:
         raise MissingCopyError(f"{copy.name}: there is no repacked copy at {copy.url} (run prepare for it)")
     meta = head.get("Metadata") or {}
     if not {"source-url", "source-etag", "page-size"} <= set(meta):
         raise MissingCopyError(f"{copy.name}: {copy.url} was not made by repacked.prepare (its S3 metadata lacks "
                                "source-url, source-etag or page-size)")
-    source = _head(credentials.fresh().boto3_client("s3"), meta["source-url"])
+    source = _head(_s3_client(credentials.fresh()), meta["source-url"])
     if source is None:
         raise StaleCopyError(f"{copy.name}: the source of the copy {copy.url}, {meta['source-url']}, no longer exists")
     etag = str(source["ETag"]).strip('"')
@@ -264,7 +301,7 @@ def check_copy(copy: Copy, *, credentials: Any, out_credentials: Any) -> Copy:
                              f"was made from {meta['source-etag']}); repack it again with repacked.prepare")
     return Copy(name=copy.name, url=copy.url, source_url=meta["source-url"], source_etag=etag,
                 source_bytes=int(source["ContentLength"]), nbytes=int(head["ContentLength"]),
-                page_size=int(meta["page-size"]), seconds=copy.seconds)
+                page_size=int(meta["page-size"]), seconds=copy.seconds, etag=normalize_etag(head.get("ETag")))
 
 
 @contextmanager
@@ -287,15 +324,172 @@ def _page_buffer_stats(h5: h5py.File) -> dict[str, int]:
             for kind in ("meta", "raw") for what in ("accesses", "hits", "misses", "evictions", "bypasses")}
 
 
+class CopyFile(io.RawIOBase):
+    """A repacked copy in S3 as a read-only file object for h5py: the byte ranges fetched so far, kept in
+    memory, and two ways to fetch more.
+
+    * **Pages**: a read that no fetched range holds fetches the whole page(s) around it, in one GET (a
+      block cache whose block is the copy's page size): the metadata pages, which h5py's page buffer asks
+      for whole anyway.
+    * **Byte ranges fetched ahead** (:meth:`fetch`): exactly the stored chunks h5py is about to read,
+      coalesced (:func:`~is2cloud.methods.ranges.coalesce`, gaps up to ``max_gap`` bytes) and fetched
+      concurrently (:func:`~is2cloud.methods.ranges.fetch_ranges`); what is already held is not fetched again.
+
+    Every response is checked against the copy's size and ETag (one consistent version of the object).
+    ``gets`` and ``bytes_fetched`` count every GET, ``page_gets`` those of pages.
+    """
+
+    def __init__(self, credentials: Any, copy: Copy, *, max_gap: int = RANGE_GAP, concurrency: int = 16):
+        super().__init__()
+        if not (copy.nbytes and copy.page_size):
+            raise ValueError(f"{copy.name}: the copy's size and page size must be known (check_copy)")
+        bucket, key = _split(copy.url)
+        self.obj = ObjectId(bucket, key, copy.nbytes, copy.etag)
+        self.page_size, self.max_gap, self.concurrency = copy.page_size, max_gap, concurrency
+        self._credentials = credentials
+        self._store = credentials.obstore(bucket)
+        self._starts: list[int] = []  # fetched ranges: sorted, disjoint
+        self._data: list[bytes] = []
+        self._pos = 0
+        self.gets = 0
+        self.page_gets = 0
+        self.bytes_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.obj.size}[whence]
+        self._pos = max(0, base + int(offset))
+        return self._pos
+
+    def _find(self, start: int, end: int) -> int | None:
+        """The fetched range holding bytes ``start:end``, if one does."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        return i if i >= 0 and self._starts[i] + len(self._data[i]) >= end else None
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._pos
+        end = min(start + len(view), self.obj.size)
+        if end <= start:
+            return 0
+        i = self._find(start, end)
+        if i is None:  # not fetched ahead: the page(s) around it
+            page = self.page_size
+            self._get([(start // page * page, min(-(-end // page) * page, self.obj.size))])
+            self.page_gets += 1
+            i = self._find(start, end)
+            assert i is not None
+        lo = start - self._starts[i]
+        view[:end - start] = self._data[i][lo:lo + end - start]
+        self._pos = end
+        return end - start
+
+    def fetch(self, ranges: Iterable[tuple[int, int]]) -> None:
+        """Fetch the byte ranges ``(start, end)`` (end exclusive) not held yet: coalesced, concurrently."""
+        self._get(coalesce([(int(a), int(b)) for a, b in ranges if b > a and self._find(int(a), int(b)) is None],
+                           max_gap=self.max_gap))
+
+    def _get(self, ranges: list[tuple[int, int]]) -> None:
+        if not ranges:
+            return
+        reqs = [RangeRequest(self.obj, a, b) for a, b in ranges]
+        datas = fetch_ranges(self._credentials, reqs, concurrency=self.concurrency, stores=lambda _: self._store)
+        self.gets += len(reqs)
+        self.bytes_fetched += sum(len(d) for d in datas)
+        for (a, _), data in zip(ranges, datas):
+            self._insert(a, data)
+
+    def _insert(self, start: int, data: bytes) -> None:
+        """Add a fetched range, merged with the ranges it overlaps or touches (kept disjoint)."""
+        end = start + len(data)
+        lo = bisect.bisect_left(self._starts, start)
+        if lo and self._starts[lo - 1] + len(self._data[lo - 1]) >= start:
+            lo -= 1
+        hi = lo
+        while hi < len(self._starts) and self._starts[hi] <= end:
+            hi += 1
+        if hi > lo:
+            first = min(start, self._starts[lo])
+            last = max(end, self._starts[hi - 1] + len(self._data[hi - 1]))
+            buf = bytearray(last - first)
+            for s0, d in zip(self._starts[lo:hi], self._data[lo:hi]):
+                buf[s0 - first:s0 - first + len(d)] = d
+            buf[start - first:end - first] = data
+            start, data = first, bytes(buf)
+        self._starts[lo:hi] = [start]
+        self._data[lo:hi] = [data]
+
+    def close(self) -> None:
+        self._starts.clear()
+        self._data.clear()
+        super().close()
+
+
+def _chunk_ranges(table: ChunkTable, runs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The stored byte ranges of the chunks of ``table`` that hold any row of the row ranges ``runs``
+    (COMPACT data sits in the object header: no range)."""
+    out: list[tuple[int, int]] = []
+    for a, b in runs:
+        lo = int(np.searchsorted(table.row_stop, a, side="right"))
+        hi = int(np.searchsorted(table.row_start, b, side="left"))
+        out.extend((int(o), int(o + n)) for o, n in zip(table.byte_offset[lo:hi], table.nbytes[lo:hi]) if o >= 0)
+    return out
+
+
+def _chunk_tables(h5: h5py.File, variables: Sequence[str]) -> dict[str, ChunkTable]:
+    """The chunk tables (h5py's chunk index: metadata only) of what :func:`baseline.clip_granule` reads:
+    the granule's scalars and each beam's ``variables``, by dataset path (absent ones left out: the clip
+    names them)."""
+    paths = [baseline.EPOCH, *baseline.ORBIT.values()]
+    paths += [f"/{beam}/{baseline.GROUP}/{v}" for beam in baseline.TRACK_IDS for v in variables]
+    tables = {}
+    for path in paths:
+        ds = h5.get(path)
+        if isinstance(ds, h5py.Dataset):
+            tables[path] = chunk_table(ds)
+    return tables
+
+
 def read_copy(copy: Copy, *, aoi: Any, variables: Sequence[str], credentials: Any,
               out_credentials: Any) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """The worker: check the copy (:func:`check_copy`), open it (:func:`open_copy`) and clip it with the
-    baseline's :func:`~is2cloud.methods.baseline.clip_granule` (``rows="aoi-chunks"``); returns the columns
-    and the page buffer's statistics."""
+    """The worker: check the copy (:func:`check_copy`), then read it in three rounds of requests.
+
+    1. The **metadata** through h5py's page buffer (:data:`PAGE_BUFFER_PAGES` pages) over a page-size block
+       cache (:class:`CopyFile`): the metadata pages, one GET each, give the chunk tables of the granule's
+       scalars and of each beam's variables.
+    2. The scalars and every beam's coordinates, whole: their stored chunks, coalesced and fetched
+       concurrently.
+    3. Of the other variables, only the chunks holding rows inside the AOI, again all at once.
+
+    The values are read and clipped by the baseline's :func:`~is2cloud.methods.baseline.clip_granule`
+    (``rows="aoi-chunks"``, its ``prefetch`` hook announcing rounds 2 and 3) on the copy opened without the
+    page buffer, so h5py reads exactly the fetched chunks (the page buffer would read a whole page for each
+    chunk smaller than a page). Returns the columns and the page buffer's statistics plus the reader's
+    ``gets``, ``page_gets`` and ``bytes_fetched``.
+    """
     copy = check_copy(copy, credentials=credentials, out_credentials=out_credentials)
-    with open_copy(copy, out_credentials) as h5:
-        cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name, rows="aoi-chunks")
-        return cols, _page_buffer_stats(h5)
+    source = baseline.GranuleSource(copy.name, copy.url, copy.nbytes)
+    with CopyFile(out_credentials.fresh(), copy) as fh:
+        with baseline._h5(fh, source, page_buf_size=PAGE_BUFFER_PAGES * copy.page_size) as h5:
+            tables = _chunk_tables(h5, variables)
+            stats = _page_buffer_stats(h5)
+
+        def prefetch(requests: list[tuple[h5py.Dataset, list[tuple[int, int]]]]) -> None:
+            fh.fetch(r for ds, runs in requests
+                     for r in _chunk_ranges(tables[ds.name] if ds.name in tables else chunk_table(ds), runs))
+
+        with baseline._h5(fh, source) as h5:
+            cols = baseline.clip_granule(h5, aoi, variables, granule=copy.name, rows="aoi-chunks", prefetch=prefetch)
+        stats.update(gets=fh.gets, page_gets=fh.page_gets, bytes_fetched=fh.bytes_fetched)
+        return cols, stats
 
 
 def _copies(prepared_or_location: Any, out_credentials: Any) -> list[Copy]:
@@ -328,8 +522,9 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     read). ``variables`` as in :func:`is2cloud.methods.baseline.subset`. ``credentials`` read the sources
     (one HEAD each, for their ETag); ``out_credentials`` read the copies. Raises
     :class:`~is2cloud.parallel.GranuleError` naming each granule whose copy is stale (:class:`StaleCopyError`),
-    missing (:class:`MissingCopyError`) or unreadable. ``result.attrs["repacked"]``: the page buffer's
-    statistics summed over the copies (``meta_hits``, ``raw_misses``...), and ``copies``.
+    missing (:class:`MissingCopyError`) or unreadable. ``result.attrs["repacked"]``: ``page_buffer``, the page
+    buffer's statistics summed over the copies (``meta_hits``, ``raw_misses``...), ``reader``, the requests
+    :func:`read_copy` made (``gets``, ``page_gets``, ``bytes_fetched``), and ``copies``.
     """
     area = load_aoi(aoi)
     variables = baseline.check_variables(baseline.DEFAULT_VARIABLES if variables is None else variables)
@@ -344,7 +539,8 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     for _, stats in results:
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + v
-    frame.attrs["repacked"] = {"copies": len(results), "page_buffer": totals}
+    reader = {k: totals.pop(k) for k in _READER_STATS if k in totals}
+    frame.attrs["repacked"] = {"copies": len(results), "page_buffer": totals, "reader": reader}
     if results.skipped:
         frame.attrs["skipped"] = [{"granule": f.name, "error": f.error_type, "message": f.message}
                                   for f in results.skipped]
@@ -470,7 +666,9 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     1. opening and reading ``gt1l/heights`` of one ATL03 granule (the archive's ATL03 granules are over
        Grand Mesa) and of its copy under the ``remote``
        profile (:func:`compare_open_read`; the issue's target: at least 10x fewer GETs for the copy);
-    2. ``repack (prepare)``: repacked copies of the AOI's ATL06 granules (``profile``);
+    2. ``repack (prepare)``: repacked copies of the AOI's ATL06 granules (``profile``), each with the page
+       size chosen for it (``page_size="auto"``, :func:`is2cloud.repack.auto_page_size`: 2 MiB, the smallest
+       page that holds a 57 MB ATL06 granule's metadata; the ATL03 copy above uses the published 8,000,000);
     3. ``baseline (tuned) -> GeoParquet`` on the originals and ``repacked -> GeoParquet`` on the copies,
        each ``repeat`` times, rows checked identical (target: 3x faster at book scale, ``in-region``).
 
@@ -510,10 +708,10 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         with measure("repack (prepare)", method=NAME, cloud=cloud, scale=scale, results=results, notes=label,
                      granules=len(granules)) as mp:
             copies = prepare(granules, out=location, credentials=credentials, out_credentials=credentials,
-                             client=client)
+                             client=client, page_size=AUTO)
         src = sum(c.source_bytes for c in copies.copies)
         mp.notes = (f"{label}; {mp.wall_s / len(granules):.2f} s per granule; copies {copies.nbytes / 1e6:,.1f} MB "
-                    f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {copies.stats['page_size']:,} B")
+                    f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {_bytes(copies.stats['page_size'])}")
         out.append(mp)
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
