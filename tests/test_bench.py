@@ -236,3 +236,16 @@ def test_stash_gives_back_the_frame_it_was_given():
     import os
 
     assert not os.path.exists(directory)  # nothing left on disk
+
+
+def test_ledger_plot_without_a_ledger_says_why_on_aws_and_fails_locally(monkeypatch):
+    """Earthdata mode has no ledger: a note instead of a plot; locally an empty ledger is an error."""
+    from types import SimpleNamespace
+
+    from is2cloud import bench
+
+    with pytest.raises(ValueError, match="no GET"):
+        bench.ledger_plot({"original": []})
+    monkeypatch.setattr(bench, "get_settings", lambda: SimpleNamespace(mode="earthdata"))
+    note = bench.ledger_plot({"original": []})
+    assert "No request ledger on AWS" in note.data

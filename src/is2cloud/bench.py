@@ -684,7 +684,8 @@ def ledger_plot(requests: Any, *, title: str = "", x: Literal["seconds", "order"
     by the bytes it moved; the reads are overlaid. ``x="order"``: the GETs numbered in the order they were
     sent, each drawn as a vertical bar over the bytes it fetched, one panel per read side by side on the
     same axes: bytes fetched twice show up as bars over the same offsets. Give the rows of one object (one
-    granule) per read: offsets of different objects are not comparable.
+    granule) per read: offsets of different objects are not comparable. With no ledger (AWS, earthdata mode)
+    it returns a one-line note instead of a plot.
     """
     import hvplot.pandas  # noqa: F401 (registers .hvplot)
     import pandas as pd
@@ -700,6 +701,11 @@ def ledger_plot(requests: Any, *, title: str = "", x: Literal["seconds", "order"
                   "MB": r.bytes / 1e6, "duration_s": r.duration_s, "key": r.key.rsplit("/", 1)[-1]}
                  for i, r in enumerate(sorted(gets, key=lambda r: r.start_s), start=1)]
     if not rows:
+        if get_settings().mode != "local":  # earthdata mode: AWS keeps no ledger to draw
+            from IPython.display import Markdown
+
+            return Markdown("*No request ledger on AWS: this plot is drawn from the embedded cloud's ledger "
+                            "(`IS2CLOUD_MODE=local`).*")
         raise ValueError("the ledger rows hold no GET of an object: nothing to plot")
     frame = pd.DataFrame(rows)
     if x == "order":
