@@ -314,7 +314,28 @@ def head_object(credentials: Any, bucket: str, key: str, *, store: Any = None) -
 # -- a block-cached file object for h5py -------------------------------------------------------------
 
 
-class BlockFile(io.RawIOBase):
+class ObjectFile(io.RawIOBase):
+    """A read-only, seekable file over one S3 object (``obj``, an :class:`ObjectId`); subclasses fetch bytes."""
+
+    obj: ObjectId
+    _pos: int = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.obj.size}[whence]
+        self._pos = max(0, base + int(offset))
+        return self._pos
+
+
+class BlockFile(ObjectFile):
     """A read-only file object over one S3 object, read in blocks of ``block_size`` bytes kept in memory.
 
     Every block is fetched at most once. A read that misses several blocks fetches them concurrently;
@@ -336,20 +357,6 @@ class BlockFile(io.RawIOBase):
         self.gets = 0
         self.bytes_fetched = 0
 
-    # io.RawIOBase
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.obj.size}[whence]
-        self._pos = max(0, base + int(offset))
-        return self._pos
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

@@ -34,7 +34,6 @@ granule and of its copy (notebook 06, :func:`benchmark`).
 from __future__ import annotations
 
 import bisect
-import io
 import os
 import threading
 import time
@@ -52,7 +51,7 @@ from is2cloud.aoi import load_aoi
 from is2cloud.catalog import NoGranulesError
 from is2cloud.methods import baseline
 from is2cloud.methods.chunks import ChunkTable, chunk_table
-from is2cloud.methods.ranges import ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
+from is2cloud.methods.ranges import ObjectFile, ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
 from is2cloud.parallel import map_granules
 from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
 from is2cloud.settings import get_settings
@@ -324,7 +323,7 @@ def _page_buffer_stats(h5: h5py.File) -> dict[str, int]:
             for kind in ("meta", "raw") for what in ("accesses", "hits", "misses", "evictions", "bypasses")}
 
 
-class CopyFile(io.RawIOBase):
+class CopyFile(ObjectFile):
     """A repacked copy in S3 as a read-only file object for h5py: the byte ranges fetched so far, kept in
     memory, and two ways to fetch more.
 
@@ -354,20 +353,6 @@ class CopyFile(io.RawIOBase):
         self.gets = 0
         self.page_gets = 0
         self.bytes_fetched = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.obj.size}[whence]
-        self._pos = max(0, base + int(offset))
-        return self._pos
 
     def _find(self, start: int, end: int) -> int | None:
         """The fetched range holding bytes ``start:end``, if one does."""
