@@ -357,7 +357,6 @@ class BlockFile(ObjectFile):
         self.gets = 0
         self.bytes_fetched = 0
 
-
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         start = self._pos
