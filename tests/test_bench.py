@@ -145,7 +145,7 @@ def test_ledger_plot_by_order_shows_each_read_side_by_side():
 @pytest.fixture()
 def reference(archive_cloud, creds, granules, tmp_path):
     """``tuned_baseline`` on the test archive's Greenland granules, results in a fresh table."""
-    from is2cloud.bench import tuned_baseline
+    from is2cloud.methods.baseline import tuned_baseline
     from is2cloud.settings import get_settings
 
     def run(chosen=granules, **kw):

@@ -764,7 +764,7 @@ def gets_by_object(requests: list, kinds: dict[str, str]):  # -> pandas.DataFram
 # -- the tuned baseline, measured once per build -----------------------------------------------------------
 
 TUNED_BASELINE = "baseline (tuned) -> GeoParquet"
-_REFERENCE_KEY = "is2cloud:reference"  # the GeoParquet metadata key of a kept reference's rows
+REFERENCE_KEY = "is2cloud:reference"  # the GeoParquet metadata key of a kept reference's rows
 
 
 def rows_dir(results: str | Path | None = None) -> Path:
@@ -774,7 +774,7 @@ def rows_dir(results: str | Path | None = None) -> Path:
     return path.with_name(path.stem + ".rows")
 
 
-def _reference_key(sources: list, area: Any, *, mode: str, scale: str, profile: str, commit: str) -> str:
+def reference_key(sources: list, area: Any, *, mode: str, scale: str, profile: str, commit: str) -> str:
     """What a reused measurement must match: method, mode, scale, network profile, commit, granules, AOI."""
     import hashlib
     import json
@@ -805,7 +805,7 @@ def _from_row(row: dict[str, str]) -> Measurement:
     return Measurement(**values)
 
 
-def _recorded(key: str, results: str | Path | None) -> tuple[Measurement, str] | None:
+def recorded_reference(key: str, results: str | Path | None) -> tuple[Measurement, str] | None:
     """The measurement recorded under ``key`` in this build, with its rows, and who measured it; None when
     there is none: no rows kept under ``key``, or the results table (cleared by ``make book``) no longer holds
     the measurement they belong to."""
@@ -814,7 +814,7 @@ def _recorded(key: str, results: str | Path | None) -> tuple[Measurement, str] |
     path = rows_dir(results) / f"{key}.parquet"
     if not path.exists():
         return None
-    kept = read_metadata(path).get(_REFERENCE_KEY) or {}
+    kept = read_metadata(path).get(REFERENCE_KEY) or {}
     table = Path(results) if results else results_path()
     if kept.get("key") != key or not table.exists():
         return None
@@ -825,62 +825,10 @@ def _recorded(key: str, results: str | Path | None) -> tuple[Measurement, str] |
         return None
     m = _from_row(hits[-1])
     m.result = read_geoparquet(path)
-    m.result.attrs.pop(_REFERENCE_KEY, None)
+    m.result.attrs.pop(REFERENCE_KEY, None)
     if len(m.result) != m.rows:
         raise ValueError(f"{path} holds {len(m.result)} rows but its measurement of {m.timestamp} says {m.rows}: "
                          f"delete {path} and run again")
     return m, str(kept.get("by", "an earlier run"))
 
 
-def tuned_baseline(granules: Any, aoi: Any, *, out: str, by: str, cloud: Any = None, credentials: Any = None,
-                   out_credentials: Any = None, client: Any = None, physical_bytes: int | None = None,
-                   reuse: bool = True, results: str | Path | None = None) -> Measurement:
-    """The tuned baseline (notebook 03's method) from ``granules`` to a GeoParquet file at ``out``: the reference
-    the later chapters compare their method with. Returns its measurement (named :data:`TUNED_BASELINE`),
-    with the rows in ``result`` and in ``origin`` which of two things happened:
-
-    * **reused**: this build already measured it (``reuse``, and a row of the results table matches on
-      mode, data scale, network profile, commit, granule set and AOI): that measurement, with the rows that run
-      kept beside the results table (:func:`rows_dir`); nothing is read or written;
-    * **measured now** (anything else, or outside a git checkout, where the commit is unknown): ``subset`` with
-      the tuned configuration and ``write_geoparquet(out)`` inside :func:`measure` (recorded in the results
-      table); then, outside the measurement, the rows are kept for later chapters, labelled with ``by`` (e.g.
-      ``"notebook 03b"``).
-
-    ``credentials`` read the granules, ``out_credentials`` write ``out`` (default ``get_credentials("write")``);
-    ``cloud``, ``client``, ``physical_bytes`` and ``results`` as for :func:`measure` and the baseline's ``subset``.
-    """
-    from is2cloud.aoi import load_aoi
-    from is2cloud.geoparquet import write_geoparquet
-    from is2cloud.methods import baseline
-
-    area = load_aoi(aoi)
-    items = list(granules)
-    sources = [baseline.granule_source(g) for g in items]
-    settings = get_settings()
-    profile = cloud.profile.name if cloud is not None else (settings.profile if settings.mode == "local" else "aws")
-    commit = _commit()
-    key = _reference_key(sources, area, mode=settings.mode, scale=settings.scale, profile=profile, commit=commit)
-    found = _recorded(key, results) if reuse and commit else None
-    if found is not None:
-        m, who = found
-        if physical_bytes and not m.physical_bytes:
-            m.physical_bytes = physical_bytes
-        m.origin = (f"reused from {who}'s run at {m.timestamp[11:19]} UTC (same scale, network profile, "
-                    f"{len(sources)} granules, AOI and commit)")
-        return m
-    if out_credentials is None:
-        from is2cloud.access import get_credentials
-
-        out_credentials = get_credentials("write")
-    with measure(TUNED_BASELINE, method=baseline.NAME, cloud=cloud, results=results, granules=len(sources),
-                 physical_bytes=physical_bytes, notes=f"AOI {area.name}; earthaccess blockcache; by {by}") as m:
-        m.result = baseline.subset(items, area, config="tuned", credentials=credentials, client=client)
-        write_geoparquet(m.result, out, credentials=out_credentials)
-    m.origin = "measured now"
-    if commit:
-        kept = {"key": key, "timestamp": m.timestamp, "commit": m.commit, "by": by}
-        rows_dir(results).mkdir(parents=True, exist_ok=True)
-        write_geoparquet(m.result, rows_dir(results) / f"{key}.parquet", metadata={_REFERENCE_KEY: kept})
-        m.origin += " (kept for later chapters of this build)"
-    return m

@@ -642,6 +642,63 @@ def bench_tuned_run(scene: BenchScene, cloud: Any, *, scale: str, results: Any, 
     return m
 
 
+def tuned_baseline(granules: Any, aoi: Any, *, out: str, by: str, cloud: Any = None, credentials: Any = None,
+                   out_credentials: Any = None, client: Any = None, physical_bytes: int | None = None,
+                   reuse: bool = True, results: str | os.PathLike[str] | None = None) -> Any:  # -> bench.Measurement
+    """The tuned baseline (notebook 03's method) from ``granules`` to a GeoParquet file at ``out``: the reference
+    the later chapters compare their method with. Returns its :class:`is2cloud.bench.Measurement` (named
+    ``bench.TUNED_BASELINE``), with the rows in ``result`` and in ``origin`` which of two things happened:
+
+    * **reused**: this build already measured it (``reuse``, and a row of the results table matches on
+      mode, data scale, network profile, commit, granule set and AOI): that measurement, with the rows that run
+      kept beside the results table (:func:`is2cloud.bench.rows_dir`); nothing is read or written;
+    * **measured now** (anything else, or outside a git checkout, where the commit is unknown): ``subset`` with
+      the tuned configuration and ``write_geoparquet(out)`` inside :func:`is2cloud.bench.measure` (recorded in
+      the results table); then, outside the measurement, the rows are kept for later chapters, labelled with
+      ``by`` (e.g. ``"notebook 03b"``).
+
+    ``credentials`` read the granules, ``out_credentials`` write ``out`` (default ``get_credentials("write")``);
+    ``cloud``, ``client``, ``physical_bytes`` and ``results`` as for :func:`is2cloud.bench.measure` and
+    :func:`subset`.
+    """
+    from is2cloud import bench
+    from is2cloud.aoi import load_aoi
+    from is2cloud.geoparquet import write_geoparquet
+
+    area = load_aoi(aoi)
+    items = list(granules)
+    sources = [granule_source(g) for g in items]
+    settings = bench.get_settings()
+    profile = cloud.profile.name if cloud is not None else (settings.profile if settings.mode == "local" else "aws")
+    commit = bench._commit()
+    key = bench.reference_key(sources, area, mode=settings.mode, scale=settings.scale, profile=profile,
+                              commit=commit)
+    found = bench.recorded_reference(key, results) if reuse and commit else None
+    if found is not None:
+        m, who = found
+        if physical_bytes and not m.physical_bytes:
+            m.physical_bytes = physical_bytes
+        m.origin = (f"reused from {who}'s run at {m.timestamp[11:19]} UTC (same scale, network profile, "
+                    f"{len(sources)} granules, AOI and commit)")
+        return m
+    if out_credentials is None:
+        from is2cloud.access import get_credentials
+
+        out_credentials = get_credentials("write")
+    with bench.measure(bench.TUNED_BASELINE, method=NAME, cloud=cloud, results=results, granules=len(sources),
+                       physical_bytes=physical_bytes, notes=f"AOI {area.name}; earthaccess blockcache; by {by}") as m:
+        m.result = subset(items, area, config="tuned", credentials=credentials, client=client)
+        write_geoparquet(m.result, out, credentials=out_credentials)
+    m.origin = "measured now"
+    if commit:
+        kept = {"key": key, "timestamp": m.timestamp, "commit": m.commit, "by": by}
+        bench.rows_dir(results).mkdir(parents=True, exist_ok=True)
+        write_geoparquet(m.result, bench.rows_dir(results) / f"{key}.parquet",
+                         metadata={bench.REFERENCE_KEY: kept})
+        m.origin += " (kept for later chapters of this build)"
+    return m
+
+
 def benchmark(scale: str, cloud: Any, *, aoi: Any = None, configs: Sequence[str] = CONFIGS,
               profile: str = "in-region", client: Any = None, repeat: int = 1,
               results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
