@@ -86,6 +86,23 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or type(exc).__name__ == "StorageError"
 
 
+async def retry_transient(attempt: Any) -> Any:
+    """``await attempt()``, tried again (``READ_RETRIES`` times at most, with backoff) while it fails
+    :func:`_transient`-ly; the last failure is raised as it is."""
+    import asyncio
+
+    delay = 0.05
+    for tries in range(READ_RETRIES + 1):
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not (_transient(exc) and tries < READ_RETRIES):
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 async def _aread(arr: Any, sel: Any, granule: str) -> np.ndarray:
     import asyncio
 

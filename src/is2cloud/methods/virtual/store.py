@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR
+from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR, retry_transient
 from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
 from is2cloud.methods.refread import ArrayRefs, GranuleRefs, UnsupportedReferences, codec_from_zarr, read_references
 from is2cloud.methods.virtual import repo as icerepo
@@ -232,7 +232,7 @@ class IcechunkGranule(GranuleRefs):
         from zarr.core.buffer import default_buffer_prototype
 
         key = f"{self.name}/{path}/zarr.json" if path else f"{self.name}/zarr.json"
-        buf = await self.store.get(key, prototype=default_buffer_prototype())
+        buf = await retry_transient(lambda: self.store.get(key, prototype=default_buffer_prototype()))
         return None if buf is None else json.loads(buf.to_bytes())
 
     async def group_attrs(self, path: str) -> dict[str, Any] | None:
@@ -249,7 +249,11 @@ class IcechunkGranule(GranuleRefs):
         n = -(-shape[0] // rows) if shape else 1
         offsets, lengths = np.full(n, -1, dtype="i8"), np.zeros(n, dtype="i8")
         inline: dict[int, bytes] = {}
-        async for coords, kinds, urls, offs, lens, inlined in self.store.array_chunk_iterator(f"{self.name}/{path}"):
+
+        async def manifest() -> list:  # read whole, so that a read cut short can be tried again
+            return [batch async for batch in self.store.array_chunk_iterator(f"{self.name}/{path}")]
+
+        for coords, kinds, urls, offs, lens, inlined in await retry_transient(manifest):
             first = coords[:, 0].astype("i8") if len(coords) and coords.shape[1] else np.zeros(len(kinds), "i8")
             for j, c in enumerate(first):
                 if kinds[j] == 3:
