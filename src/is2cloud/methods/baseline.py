@@ -521,11 +521,12 @@ def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = 
 # -- the physical limit ------------------------------------------------------------------------------------
 
 
-def _local_copies() -> dict[tuple[str, str], tuple[Path, str]]:
-    """(bucket, key) -> (file, etag) of every complete archive in the cache (never generates one)."""
+def _local_copies() -> dict[tuple[str, str, str], Path]:
+    """(bucket, key, etag) -> file, for every object of every complete archive in the cache (never generates
+    one). Archives of different scales share keys with different contents, hence the ETag in the key."""
     from is2cloud.granules.archive import load_archive
 
-    out: dict[tuple[str, str], tuple[Path, str]] = {}
+    out: dict[tuple[str, str, str], Path] = {}
     root = get_settings().cache_dir / "archive"
     for d in sorted(root.glob("*")) if root.is_dir() else []:
         try:
@@ -533,7 +534,7 @@ def _local_copies() -> dict[tuple[str, str], tuple[Path, str]]:
         except (FileNotFoundError, ValueError):
             continue
         for o in arch.objects:
-            out.setdefault((o["bucket"], o["key"]), (arch.objects_dir / o["bucket"] / o["key"], o["etag"]))
+            out.setdefault((o["bucket"], o["key"], o["etag"]), arch.objects_dir / o["bucket"] / o["key"])
     return out
 
 
@@ -564,8 +565,8 @@ def aoi_physical_limit(granules: Iterable[Any], aoi: Any, variables: Iterable[st
         local = []
         for s in sources:
             bucket, _, key = s.url.removeprefix("s3://").partition("/")
-            hit = copies.get((bucket, key)) if s.url.startswith("s3://") else None
-            local.append(GranuleSource(s.name, str(hit[0]), s.size, s.md5) if hit and s.md5 and hit[1] == s.md5 else s)
+            hit = copies.get((bucket, key, s.md5)) if s.url.startswith("s3://") and s.md5 else None
+            local.append(GranuleSource(s.name, str(hit), s.size, s.md5) if hit else s)
         sources = local
     if credentials is None and any(s.url.startswith("s3://") for s in sources):
         from is2cloud.access import get_credentials

@@ -55,8 +55,8 @@ def _local_copy(url: str, etag: str) -> str | None:
     """The path of the local archive's copy of the object at ``url`` when its MD5 is ``etag``, else None."""
     from is2cloud.methods.baseline import _local_copies
 
-    hit = _local_copies().get(split_url(url))
-    return str(hit[0]) if hit and hit[1] == etag else None
+    hit = _local_copies().get((*split_url(url), etag))
+    return str(hit) if hit else None
 
 
 def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: Any = COST_CONFIGS,
