@@ -94,6 +94,8 @@ def test_bad_arguments():
         map_granules(length_of_name, URLS, client="sync", on_error="ignore")
     with pytest.raises(ValueError, match="client"):
         map_granules(length_of_name, URLS, client="threads")
+    with pytest.raises(ValueError, match="threads"):
+        map_granules(length_of_name, URLS, client="sync", threads=0)
     assert list(map_granules(length_of_name, [], client="sync")) == []
 
 
@@ -115,6 +117,18 @@ def test_dask_failures_by_name_and_skip(dask_client):
     assert err.value.names == [granule_name(u) for u in URLS[0::2]]
     out = map_granules(fail_on_odd_days, URLS, dask_client, on_error="skip", progress=False)
     assert list(out) == [2, 4, 6] and len(out.skipped) == 3
+
+
+def test_dask_batches_in_threads_keep_order_and_name_failures(dask_client):
+    """threads=n: one batch per worker, n granules at a time: input order, failures by granule."""
+    out = map_granules(slow_then_fast, URLS, dask_client, progress=False, threads=3, total=len(URLS))
+    assert list(out) == list(range(len(URLS)))
+    with pytest.raises(GranuleError) as err:
+        map_granules(fail_on_odd_days, URLS, dask_client, progress=False, threads=4)
+    assert err.value.names == [granule_name(u) for u in URLS[0::2]]
+    out = map_granules(fail_on_odd_days, URLS, dask_client, on_error="skip", progress=False, threads=4)
+    assert list(out) == [2, 4, 6] and out.names == [granule_name(u) for u in URLS[1::2]]
+    assert [f.name for f in out.skipped] == [granule_name(u) for u in URLS[0::2]]
 
 
 def test_dask_accepts_earthaccess_granules(dask_client):

@@ -10,6 +10,10 @@ results in input order. Where the work runs:
 * any ``distributed.Client``;
 * ``client="sync"``: serially in this process (debugging, tests, tracebacks you can step into).
 
+``threads=n`` (n > 1) is for readers that wait on the network more than they compute: the granules go
+to the workers in one batch per worker thread, and each batch is read ``n`` granules at a time in threads,
+so that one granule's round trips overlap another's decoding (h5py's lock still serializes HDF5 calls).
+
 Failures are reported by granule name: with ``on_error="raise"`` every granule is tried and a
 :class:`GranuleError` names each one that failed and why; with ``on_error="skip"`` the successful
 results come back with a report of the skipped granules.
@@ -216,6 +220,7 @@ def map_granules(
     on_error: OnError = "raise",
     progress: bool | None = None,
     label: str = "granules",
+    threads: int = 1,
     **kwargs: Any,
 ) -> GranuleResults:
     """Call ``fn(granule, **kwargs)`` for every granule; results in input order.
@@ -226,9 +231,12 @@ def map_granules(
     ``on_error="raise"``: after trying every granule, raise :class:`GranuleError` naming each failure.
     ``on_error="skip"``: return the successes; ``result.skipped`` lists the failures with reasons.
     ``progress``: a progress line (default: only when someone watches, see :mod:`is2cloud.progress`).
+    ``threads``: granules read at a time in each worker (see the module's docstring); ignored by ``"sync"``.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
     items = list(granules)
     names = [granule_name(g) for g in items]
     bar = Progress(len(items), label, progress)
@@ -242,6 +250,8 @@ def map_granules(
             except Exception as exc:
                 outcomes.append((False, _failure(names[i], i, exc)))
             bar.update(outcomes[-1][0])
+    elif items and threads > 1:
+        outcomes = _run_batches(_resolve_client(client), fn, items, names, kwargs, bar, threads)
     elif items:
         outcomes = _run_distributed(_resolve_client(client), fn, items, names, kwargs, bar)
     results = GranuleResults(
@@ -276,6 +286,56 @@ def _run_distributed(client: Any, fn: Callable[..., Any], items: list[Any], name
                 outcomes[i] = (False, _failure(names[i], i, exc))
             fut.release()
             bar.update(outcomes[i][0])  # type: ignore[index]
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return outcomes  # type: ignore[return-value]
+
+
+def _call_batch(fn: Callable[..., Any], batch: list[tuple[int, str, Any]], kwargs: dict[str, Any],
+                threads: int) -> list[tuple[int, bool, Any]]:
+    """In a worker: ``fn`` on each ``(index, name, granule)`` of the batch, ``threads`` at a time; each
+    outcome ``(index, ok, result or GranuleFailure)``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[int, str, Any]) -> tuple[int, bool, Any]:
+        i, name, granule = item
+        try:
+            return i, True, fn(granule, **kwargs)
+        except Exception as exc:
+            return i, False, _failure(name, i, exc)
+
+    with ThreadPoolExecutor(min(threads, len(batch)), thread_name_prefix="is2cloud-granule") as pool:
+        return list(pool.map(one, batch))
+
+
+def _run_batches(client: Any, fn: Callable[..., Any], items: list[Any], names: list[str],
+                 kwargs: dict[str, Any], bar: Progress, threads: int) -> list[tuple[bool, Any]]:
+    """One task per worker thread of ``client``, each a batch of every n-th granule read in threads."""
+    from distributed import as_completed
+
+    n = max(1, min(len(items), sum(client.nthreads().values()) or 1))
+    batches = [[(i, names[i], items[i]) for i in range(k, len(items), n)] for k in range(n)]
+    fn_name = getattr(fn, "__name__", "task")
+    futures = [client.submit(_call_batch, fn, b, kwargs, threads, pure=False,
+                             key=f"{fn_name}-batch{k}-{time.time_ns()}") for k, b in enumerate(batches)]
+    batch_of = {f.key: b for f, b in zip(futures, batches)}
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(items)
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            if fut.status == "finished":
+                for i, ok, value in fut.result():
+                    outcomes[i] = (ok, value)
+                    bar.update(ok)
+            else:  # the whole task failed (a worker died): every granule of the batch fails with it
+                try:
+                    exc = fut.exception()
+                except BaseException as cancelled:
+                    exc = cancelled
+                for i, name, _ in batch_of[fut.key]:
+                    outcomes[i] = (False, _failure(name, i, exc))
+                    bar.update(False)
+            fut.release()
     except BaseException:
         client.cancel(futures)
         raise

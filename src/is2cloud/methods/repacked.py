@@ -57,7 +57,7 @@ from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_p
 from is2cloud.settings import get_settings
 
 __all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "RANGE_GAP", "TITLE", "Copy", "CopyFile",
-           "MissingCopyError", "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy",
+           "MissingCopyError", "READ_THREADS", "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy",
            "compare_open_read", "copy_url", "default_location", "open_copy", "open_read_group", "prepare",
            "read_beam_h5coro", "read_copy", "read_group", "subset"]
 
@@ -71,6 +71,9 @@ PAGE_BUFFER_PAGES = 4  # h5py's page buffer holds this many pages (at least two,
 # chunks at most this many bytes apart are fetched in one GET (an extra GET costs a round trip: ~30 ms,
 # ~3 MB at 100 MB/s, but runs concurrently with the others)
 RANGE_GAP = 256 * 2**10
+# copies read at a time in each Dask worker (threads): a copy's reader waits on four round trips (HEADs,
+# metadata page, coordinates, the AOI's chunks), during which another copy's chunks are decoded
+READ_THREADS = 8
 _READER_STATS = ("gets", "page_gets", "bytes_fetched")  # read_copy's statistics beside the page buffer's
 ReadMode = Literal["none", "blockcache", "page buffer", "page buffer + blockcache"]
 
@@ -518,7 +521,7 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     credentials, out_credentials = _default_credentials(credentials, out_credentials)
     copies = _copies(prepared_or_location, out_credentials)
     results = map_granules(read_copy, copies, client, on_error=on_error, progress=progress, label="repacked",
-                           aoi=area, variables=variables, credentials=credentials, out_credentials=out_credentials)
+                           threads=READ_THREADS, aoi=area, variables=variables, credentials=credentials, out_credentials=out_credentials)
     frame = baseline.assemble([cols for cols, _ in results], variables)
     totals: dict[str, int] = {}
     for _, stats in results:
