@@ -264,10 +264,19 @@ def _split(url: str) -> tuple[str, str]:
     return bucket, key
 
 
-@lru_cache(maxsize=8)
+_CLIENT_LOCK = threading.Lock()
+
+
 def _s3_client(credentials: Any) -> Any:
     """One boto3 S3 client per credentials in this process (thread-safe; making one costs ~0.1-0.5 s of CPU,
-    more than the HEADs it sends)."""
+    more than the HEADs it sends, so the copies read in threads wait for the first one instead of each
+    making its own)."""
+    with _CLIENT_LOCK:
+        return _cached_client(credentials)
+
+
+@lru_cache(maxsize=8)
+def _cached_client(credentials: Any) -> Any:
     return credentials.boto3_client("s3")
 
 
@@ -647,6 +656,13 @@ def compare_open_read(original_url: str, copy: str | Copy, *, cloud: Any, creden
 # -- the benchmark -----------------------------------------------------------------------------------------------
 
 
+def _warm_worker(credentials: Any) -> None:
+    """Import the copies' readers and make this process's S3 client (outside the measurement)."""
+    import obstore  # noqa: F401
+
+    _s3_client(credentials)
+
+
 def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-region", client: Any = None,
               repeat: int = 1, results: str | os.PathLike[str] | None = None) -> list:  # -> list[bench.Measurement]
     """Measure, in one run at ``scale`` on the Greenland AOI:
@@ -701,6 +717,8 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         mp.notes = (f"{label}; {mp.wall_s / len(granules):.2f} s per granule; copies {copies.nbytes / 1e6:,.1f} MB "
                     f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {_bytes(copies.stats['page_size'])}")
         out.append(mp)
+        if not isinstance(client, str):  # the copies' readers in the workers, as bench_scene warms the baseline's
+            client.run(_warm_worker, credentials)
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
             m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run,
