@@ -214,6 +214,9 @@ def test_peak_memory_is_the_whole_process_tree_sampled_together(archive_cloud, t
     assert child_rss > 200e6
     assert m.server_peak_rss_MB is not None and m.server_peak_rss_MB > 0.5 * server / 1e6
     assert m.peak_rss_MB * 1e6 > 0.9 * (me + server) + child_rss
+    # without the server: this process and its child, and less than the whole tree by about the server
+    assert m.client_peak_rss_MB is not None and m.client_peak_rss_MB * 1e6 > 0.9 * me + child_rss
+    assert m.client_peak_rss_MB < m.peak_rss_MB - 0.5 * server / 1e6
 
 
 def test_stash_gives_back_the_frame_it_was_given():

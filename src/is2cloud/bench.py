@@ -9,7 +9,8 @@
 * Peak memory (``peak_rss_MB``) is the largest sum of the resident memory of the whole process tree,
   sampled together every 50 ms: this process, its descendants (Dask workers) and the local cloud's
   server process, which holds what the block sends it (``server_peak_rss_MB`` is the server's own
-  peak). CPU (``cpu_s``) covers this process and its descendants, not the server: the server stands
+  peak; ``client_peak_rss_MB`` the largest sum without the server: what a user's machine holds, since on
+  AWS the server is S3). CPU (``cpu_s``) covers this process and its descendants, not the server: the server stands
   in for S3, whose CPU is not ours; it is reported apart (``server_cpu_s``), since it shares this
   machine's cores. Before the block, memory that earlier blocks freed is handed back to the system in this
   process and the shared local cluster's workers (:func:`is2cloud.parallel.release_memory`), and a suite
@@ -67,6 +68,7 @@ class Measurement:
     server_cpu_s: float | None = None  # the embedded S3 server's CPU (local mode), not in cpu_s
     peak_rss_MB: float = float("nan")  # the process tree's, the server's process included
     server_peak_rss_MB: float | None = None  # the embedded S3 server's own peak (local mode)
+    client_peak_rss_MB: float | None = None  # the process tree's without the server: the user's side
     requests: int | None = None
     gets: int | None = None
     get_bytes: int | None = None
@@ -163,6 +165,7 @@ class _TreeSampler:
         self.interval = interval
         self.peak = 0
         self.server_peak = 0
+        self.client_peak = 0
         self.cpu: dict[int, float] = {}
         self._server_pids: set[int] = set()
         self._stop = threading.Event()
@@ -200,6 +203,7 @@ class _TreeSampler:
                 self.cpu[p.pid] = t.user + t.system
         self.peak = max(self.peak, rss)
         self.server_peak = max(self.server_peak, server_rss)
+        self.client_peak = max(self.client_peak, rss - server_rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -299,6 +303,7 @@ def measure(
     m.peak_rss_MB = sampler.peak / 1e6
     if server_pid:
         m.server_peak_rss_MB = sampler.server_peak / 1e6
+        m.client_peak_rss_MB = sampler.client_peak / 1e6
     m.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     if cloud is not None and seq0 is not None:
         rows = cloud.ledger(since=seq0)
@@ -612,6 +617,7 @@ _FIGURE_COLUMNS = (("wall_s", "wall (s)", "{:,.2f}"), ("cpu_s", "CPU (s)", "{:,.
                    ("get_bytes", "MB fetched", "{:,.1f}"), ("bytes_ratio", "x physical limit", "{:,.2f}"),
                    ("lower_bound_s", "network lower bound (s)", "{:,.2f}"), ("peak_rss_MB", "peak memory (MB)",
                                                                               "{:,.0f}"),
+                   ("client_peak_rss_MB", "peak without the S3 server (MB)", "{:,.0f}"),
                    ("granules", "granules", "{:,.0f}"), ("rows", "rows", "{:,.0f}"))
 
 
@@ -785,7 +791,9 @@ def reference_key(sources: list, area: Any, *, mode: str, scale: str, profile: s
 
 
 _INT_FIELDS = ("requests", "gets", "get_bytes", "faults", "concurrency", "granules", "rows", "physical_bytes", "cores")
-_FLOAT_FIELDS = ("latency_s", "bandwidth_MBps", "wall_s", "cpu_s", "server_cpu_s", "peak_rss_MB", "lower_bound_s")
+_FLOAT_FIELDS = ("latency_s", "bandwidth_MBps", "wall_s", "cpu_s", "server_cpu_s", "peak_rss_MB", "lower_bound_s",
+                 "server_peak_rss_MB", "client_peak_rss_MB")
+_OPTIONAL_FLOATS = ("server_cpu_s", "lower_bound_s", "server_peak_rss_MB", "client_peak_rss_MB")  # empty: None
 
 
 def _from_row(row: dict[str, str]) -> Measurement:
@@ -798,8 +806,7 @@ def _from_row(row: dict[str, str]) -> Measurement:
         if f.name in _INT_FIELDS:
             values[f.name] = int(float(text)) if text else None
         elif f.name in _FLOAT_FIELDS:
-            values[f.name] = float(text) if text else (None if f.name in ("server_cpu_s", "lower_bound_s")
-                                                       else float("nan"))
+            values[f.name] = float(text) if text else (None if f.name in _OPTIONAL_FLOATS else float("nan"))
         else:
             values[f.name] = text
     return Measurement(**values)
