@@ -57,8 +57,8 @@ from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_p
 from is2cloud.settings import get_settings
 
 __all__ = ["CHAPTER", "DESCRIPTION", "NAME", "PAGE_BUFFER_PAGES", "RANGE_GAP", "TITLE", "Copy", "CopyFile",
-           "MissingCopyError", "READ_THREADS", "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark", "check_copy",
-           "compare_open_read", "copy_url", "default_location", "open_copy", "open_read_group", "prepare",
+           "MissingCopyError", "READ_THREADS", "RepackedCopies", "RepackedError", "StaleCopyError", "benchmark",
+           "check_copy", "compare_open_read", "copy_url", "default_location", "open_copy", "open_read_group", "prepare",
            "read_beam_h5coro", "read_copy", "read_group", "subset"]
 
 NAME = "repacked"
@@ -530,7 +530,8 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     credentials, out_credentials = _default_credentials(credentials, out_credentials)
     copies = _copies(prepared_or_location, out_credentials)
     results = map_granules(read_copy, copies, client, on_error=on_error, progress=progress, label="repacked",
-                           threads=READ_THREADS, aoi=area, variables=variables, credentials=credentials, out_credentials=out_credentials)
+                           threads=READ_THREADS, aoi=area, variables=variables, credentials=credentials,
+                           out_credentials=out_credentials)
     frame = baseline.assemble([cols for cols, _ in results], variables)
     totals: dict[str, int] = {}
     for _, stats in results:
