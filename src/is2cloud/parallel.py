@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 from is2cloud.progress import Progress
 
 __all__ = ["GranuleError", "GranuleFailure", "GranuleResults", "granule_name", "get_client", "close_client",
-           "is_shared_client", "map_granules", "release_memory"]
+           "is_shared_client", "map_granules", "release_heap", "release_memory"]
 
 OnError = Literal["raise", "skip"]
 
@@ -163,10 +163,18 @@ def trim_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the operating system (glibc's
     ``malloc_trim``; elsewhere only the collection): memory freed by a finished task stays in a process's
     resident size until then."""
-    import ctypes
     import gc
 
     gc.collect()
+    release_heap()
+
+
+def release_heap() -> None:
+    """Hand the C heap's free pages back to the operating system (glibc's ``malloc_trim``; a few
+    milliseconds; elsewhere nothing): after a large frame is assembled, the copies it was made from are
+    free but stay in the process's resident size, under whatever comes next (writing it, say)."""
+    import ctypes
+
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
