@@ -239,6 +239,25 @@ def test_configurations_reach_the_file_objects(granules, creds):
     plain.close()
 
 
+def test_closing_a_granule_lets_go_of_its_cached_blocks(granules, creds):
+    """fsspec's block cache is a reference cycle: left alone, its blocks outlive the file until a full
+    garbage collection (a worker reading granule after granule grew by ~1 GB)."""
+    import gc
+
+    src = baseline.granule_source(granules[0])
+    gc.disable()
+    try:
+        with open_granule(src, "tuned", creds) as fh:
+            cache = fh.cache
+            fh.read(1000)
+            fh.seek(src.size - 1000)
+            fh.read(1000)
+            assert cache._fetch_block_cached.cache_info().currsize >= 1
+        assert cache._fetch_block_cached.cache_info().currsize == 0
+    finally:
+        gc.enable()
+
+
 def test_extra_variables_and_variable_checks(granules, creds):
     extra = (*baseline.DEFAULT_VARIABLES, "fit_statistics/n_fit_photons")
     gdf = subset(granules[:1], GREENLAND, extra, credentials=creds, client="sync", progress=False)
