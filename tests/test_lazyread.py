@@ -132,3 +132,29 @@ def test_materialised_scalars_compact_and_missing_variables(granules, test_archi
     with pytest.raises(MissingVariableError, match=f"{path.name}.*gt1l/land_ice_segments/nope is missing"):
         read_granule_group(to_zarr(path), load_aoi(GREENLAND), (*baseline.DEFAULT_VARIABLES, "nope"),
                            granule=path.name)
+
+
+def test_retry_transient_sync_tries_again_only_what_a_cut_connection_explains():
+    from is2cloud.methods.lazyread import READ_RETRIES, retry_transient_sync
+
+    class StorageError(Exception):  # what Icechunk raises for a body cut mid-way
+        pass
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) <= READ_RETRIES:
+            raise StorageError("streaming error: end of file before message length reached")
+        return "opened"
+
+    assert retry_transient_sync(flaky) == "opened" and len(calls) == READ_RETRIES + 1
+    calls.clear()
+
+    def missing():
+        calls.append(1)
+        raise FileNotFoundError("no such repository")
+
+    with pytest.raises(FileNotFoundError):
+        retry_transient_sync(missing)
+    assert len(calls) == 1

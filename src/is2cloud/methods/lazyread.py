@@ -103,6 +103,23 @@ async def retry_transient(attempt: Any) -> Any:
     raise AssertionError("unreachable")
 
 
+def retry_transient_sync(attempt: Any) -> Any:
+    """``attempt()``, tried again like :func:`retry_transient` (for synchronous calls, e.g. opening an
+    Icechunk repository: a reset mid-body there is not retried by Icechunk itself)."""
+    import time
+
+    delay = 0.05
+    for tries in range(READ_RETRIES + 1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if not (_transient(exc) and tries < READ_RETRIES):
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 async def _aread(arr: Any, sel: Any, granule: str) -> np.ndarray:
     import asyncio
 

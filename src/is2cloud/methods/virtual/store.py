@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR, retry_transient
+from is2cloud.methods.lazyread import COMPACT_ATTR, SCALARS_ATTR, retry_transient, retry_transient_sync
 from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
 from is2cloud.methods.refread import ArrayRefs, GranuleRefs, UnsupportedReferences, codec_from_zarr, read_references
 from is2cloud.methods.virtual import repo as icerepo
@@ -176,15 +176,18 @@ def open_store(prepared_or_location: Any, *, credentials: Any = None, out_creden
 
     credentials, out_credentials = _credentials(credentials, out_credentials)
     location = str(getattr(prepared_or_location, "location", prepared_or_location)).rstrip("/")
-    if not icerepo.repo_exists(location, out_credentials):
-        raise VirtualStoreError(f"there is no virtual store (Icechunk repository) at {location}")
-    repo = icerepo.open_repo(location, credentials=credentials, out_credentials=out_credentials)
-    root = zarr.open_group(repo.readonly_session("main").store, mode="r")
-    if root.attrs.get("format") != FORMAT:
-        raise VirtualStoreError(f"{location} is not a virtual store of this book (format "
-                                f"{root.attrs.get('format')!r}, expected {FORMAT!r})")
-    records = {name: GranuleRecord.from_dict(g.attrs[GRANULE_ATTR]) for name, g in root.groups()}
-    return root, records
+
+    def attempt() -> tuple[Any, dict[str, GranuleRecord]]:
+        if not icerepo.repo_exists(location, out_credentials):
+            raise VirtualStoreError(f"there is no virtual store (Icechunk repository) at {location}")
+        repo = icerepo.open_repo(location, credentials=credentials, out_credentials=out_credentials)
+        root = zarr.open_group(repo.readonly_session("main").store, mode="r")
+        if root.attrs.get("format") != FORMAT:
+            raise VirtualStoreError(f"{location} is not a virtual store of this book (format "
+                                    f"{root.attrs.get('format')!r}, expected {FORMAT!r})")
+        return root, {name: GranuleRecord.from_dict(g.attrs[GRANULE_ATTR]) for name, g in root.groups()}
+
+    return retry_transient_sync(attempt)  # a connection cut while opening: open again
 
 
 def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None = None, *,
