@@ -90,6 +90,21 @@ def test_same_rows_as_baseline(store, creds, aoi):
         assert (got["rgt"] > 0).all()  # the COMPACT rgt was inlined, not read as zeros
 
 
+def test_granules_read_a_group_at_a_time_give_the_same_rows(store, creds, monkeypatch):
+    """The shared reader takes granules GRANULES_AT_ONCE at a time (bounded memory): one at a time, the
+    same rows as all together."""
+    from is2cloud.methods import refread
+
+    st, _ = store
+    together = kerchunk.subset(st.location, GREENLAND, credentials=creds, out_credentials=creds)
+    monkeypatch.setattr(refread, "GRANULES_AT_ONCE", 1)
+    one_by_one = kerchunk.subset(st.location, GREENLAND, credentials=creds, out_credentials=creds)
+    assert len(together) > 0 and len(st.granules) > 1  # several groups of one
+    assert_same_rows(together, one_by_one, names=("all granules at once", "one at a time"))
+    with pytest.raises(ValueError, match="at_once"):
+        refread.read_references([], None, credentials=creds, at_once=0)
+
+
 def test_compact_variable_is_inlined(store, creds, tmp_path_factory):
     st, items = store
     got = kerchunk.subset(st, ANTIMERIDIAN_AOIS[0], (*baseline.DEFAULT_VARIABLES, "h_compact"), credentials=creds,
