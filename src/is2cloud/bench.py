@@ -10,8 +10,8 @@
   sampled together every 50 ms: this process, its descendants (Dask workers) and the local cloud's
   server process, which holds what the block sends it (``server_peak_rss_MB`` is the server's own
   peak; ``client_peak_rss_MB`` the largest sum without the server: what a user's machine holds, since on
-  AWS the server is S3). CPU (``cpu_s``) covers this process and its descendants, not the server: the server stands
-  in for S3, whose CPU is not ours; it is reported apart (``server_cpu_s``), since it shares this
+  AWS the server is S3). CPU (``cpu_s``) covers this process and its descendants, not the server: the
+  server stands in for S3, whose CPU is not ours; it is reported apart (``server_cpu_s``), since it shares this
   machine's cores. Before the block, memory that earlier blocks freed is handed back to the system in this
   process and the shared local cluster's workers (:func:`is2cloud.parallel.release_memory`), and a suite
   keeps the frames it compares in a :class:`Stash` on disk, so a measurement's peak is its own.
