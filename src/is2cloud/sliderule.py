@@ -65,6 +65,7 @@ from is2cloud import atl06sr
 from is2cloud.aoi import AOI, load_aoi
 from is2cloud.credentials import SECRET_KEYS, Credentials, CredentialsError
 from is2cloud.geoparquet import OutputPathError
+from is2cloud.parallel import blocks_released
 from is2cloud.settings import get_settings
 
 if TYPE_CHECKING:
@@ -567,7 +568,7 @@ def process_atl03(granule: Any, parms: Mapping[str, Any], aoi: AOI | None, crede
     if fs.info(url)["size"] <= WHOLE_OBJECT_MAX_BYTES:  # one GET, then HDF5 from memory
         source: Any = io.BytesIO(fs.cat_file(url))
     else:  # only the blocks the photon ranges touch
-        source = fs.open(url, "rb", cache_type="blockcache", block_size=READ_BLOCK_BYTES)
+        source = blocks_released(fs.open(url, "rb", cache_type="blockcache", block_size=READ_BLOCK_BYTES))
     with source as fh, h5py.File(fh, "r") as h5:
         return atl06sr.process_granule(h5, parms, mask, granule_name=name, keep_id=True)
 
@@ -799,7 +800,8 @@ def _atl06_companion(atl03: Any, cache: Path, credentials: Credentials | None) -
     url = atl03.data_links(access="direct")[0] if isinstance(atl03, dict) else str(atl03)
     name = url.rsplit("/", 1)[-1]
     remote = url.startswith("s3://") and credentials is not None
-    opener = credentials.s3fs().open(url, "rb", cache_type="blockcache", block_size=2**20) if remote else None
+    opener = (blocks_released(credentials.s3fs().open(url, "rb", cache_type="blockcache", block_size=2**20))
+              if remote else None)
     with opener or open(url, "rb") as fh, h5py.File(fh, "r") as f:
         attrs = {k: f.attrs[k] for k in ("is2cloud_seed", "is2cloud_surface_model", "is2cloud_along_track_window_m")}
     surface = attrs["is2cloud_surface_model"]

@@ -56,7 +56,7 @@ from is2cloud.methods.schema import (
     empty_frame,
     sort_canonical,
 )
-from is2cloud.parallel import map_granules, release_heap
+from is2cloud.parallel import blocks_released, map_granules, release_heap
 from is2cloud.settings import get_settings
 
 __all__ = ["CHAPTER", "CONFIGS", "DEFAULT_VARIABLES", "DESCRIPTION", "NAME", "PROSE", "TITLE", "GranuleReadError",
@@ -206,20 +206,8 @@ def open_granule(source: GranuleSource, config: Config = "blockcache", credentia
         raise GranuleReadError(f"{source.name}: access to {source.url} was refused (wrong or expired credentials?)"
                                ) from None
     _check_size(source, size)
-    with fs.open(source.url, "rb", **open_options(config, size)) as fh:
-        try:
-            yield fh
-        finally:
-            _drop_blocks(fh)
-
-
-def _drop_blocks(fh: Any) -> None:
-    """Let go of the blocks a file's cache holds. fsspec's ``BlockCache`` keeps them in an ``lru_cache``
-    around its own bound method, a reference cycle: closing the file leaves them (a whole granule) to the
-    next full garbage collection, and a worker reading granule after granule grew by ~1 GB before one ran."""
-    clear = getattr(getattr(getattr(fh, "cache", None), "_fetch_block_cached", None), "cache_clear", None)
-    if clear is not None:
-        clear()
+    with blocks_released(fs.open(source.url, "rb", **open_options(config, size))) as fh:
+        yield fh
 
 
 def _check_size(source: GranuleSource, size: int) -> None:

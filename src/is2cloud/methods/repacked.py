@@ -52,7 +52,7 @@ from is2cloud.catalog import NoGranulesError
 from is2cloud.methods import baseline
 from is2cloud.methods.chunks import ChunkTable, chunk_table
 from is2cloud.methods.ranges import ObjectFile, ObjectId, RangeRequest, coalesce, fetch_ranges, normalize_etag
-from is2cloud.parallel import map_granules
+from is2cloud.parallel import blocks_released, map_granules
 from is2cloud.repack import AUTO, DEFAULT_PAGE_SIZE, _check_chunk_rows, _check_page_size, repack_to_s3
 from is2cloud.settings import get_settings
 
@@ -325,7 +325,8 @@ def open_copy(copy: Copy, credentials: Any, *, mode: ReadMode = "page buffer + b
     cache = ({"cache_type": "blockcache", "block_size": copy.page_size} if mode.endswith("blockcache")
              else {"cache_type": "none"})
     fs = credentials.fresh().s3fs()
-    with fs.open(copy.url, "rb", size=copy.nbytes or None, **cache) as fh, baseline._h5(fh, source, **h5_options) as h5:
+    with (blocks_released(fs.open(copy.url, "rb", size=copy.nbytes or None, **cache)) as fh,
+          baseline._h5(fh, source, **h5_options) as h5):
         yield h5
 
 
@@ -622,7 +623,8 @@ def open_read_group(url: str, credentials: Any, group: str = "gt1l/heights", *, 
     fs = credentials.fresh().s3fs()
     size = int(fs.info(url)["size"])
     options = baseline.open_options("blockcache", size) if mode == "blockcache" else {"cache_type": "none"}
-    with fs.open(url, "rb", size=size, **options) as fh, baseline._h5(fh, baseline.GranuleSource(name, url)) as h5:
+    with (blocks_released(fs.open(url, "rb", size=size, **options)) as fh,
+          baseline._h5(fh, baseline.GranuleSource(name, url)) as h5):
         return read_group(h5, group)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from is2cloud.methods.kerchunk.refs import open_options, translate
 from is2cloud.methods.ranges import head_object, split_url
+from is2cloud.parallel import blocks_released
 
 __all__ = ["COST_CONFIGS", "FLOOR", "cache_of", "preparation_costs"]
 
@@ -94,7 +95,8 @@ def preparation_costs(granule: Any, *, credentials: Any, cloud: Any, configs: An
             else:
                 if config != "local":
                     opts = open_options(config, obj.size)  # type: ignore[arg-type]
-                with open(local, "rb") if config == "local" else fs.open(src.url, **opts) as f:  # type: ignore[arg-type]
+                with (open(local, "rb") if config == "local"  # type: ignore[arg-type]
+                      else blocks_released(fs.open(src.url, **opts))) as f:
                     # given a group, kerchunk opens the object again for the values it inlines: no cache
                     # there, so each inlined value costs one small GET in every row alike
                     refs, _ = translate(f, src.url, src.name, group=group,

@@ -32,6 +32,7 @@ from is2cloud.methods.kerchunk.errors import (
 from is2cloud.methods.provenance import GranuleRecord, check_coverage, check_fresh, record_granules, sources
 from is2cloud.methods.ranges import split_url
 from is2cloud.methods.refread import ArrayRefs, GranuleRefs, UnsupportedReferences, codec_from_zarr, read_references
+from is2cloud.parallel import blocks_released
 
 __all__ = ["FORMAT", "MANIFEST", "OPEN_CONFIGS", "ReferenceStore", "compact_threshold", "default_location",
            "open_options", "prepare", "read_manifest", "subset", "translate"]
@@ -147,7 +148,7 @@ def translate(fileobj: Any, url: str, name: str, *, group: str | None = None,
 def _make(rec: GranuleRecord, *, credentials: Any, open_config: OpenConfig) -> dict[str, Any]:
     """The worker: open one granule with the configuration's cache and translate it."""
     fs = credentials.fresh().s3fs()
-    with fs.open(rec.url, **open_options(open_config, rec.size)) as f:
+    with blocks_released(fs.open(rec.url, **open_options(open_config, rec.size))) as f:
         refs, threshold = translate(f, rec.url, rec.name)
         cache = f.cache  # fsspec's counters: fetches (misses) and bytes requested
     return {"refs": refs, "inline_threshold": threshold, "gets": int(getattr(cache, "miss_count", 0)),
