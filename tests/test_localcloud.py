@@ -55,6 +55,26 @@ def test_ledger_since_reads_only_new_requests(cloud, creds):
     assert [(r.verb, r.bytes) for r in rows] == [("GET", 10)]
 
 
+def test_a_ledger_read_waits_for_a_response_still_being_recorded():
+    """The client can hold a whole body before the server records its request (the server's generator
+    records it on its way out): a ledger read waits for every request begun before it."""
+    import threading
+
+    from is2cloud.localcloud.server import LedgerEntry, ServerState
+    from is2cloud.settings import get_profile
+
+    st = ServerState(get_profile("none"), seed=0, archive_bucket="archive")
+    seq = st.next_seq()
+    with st.lock:
+        st.pending.add(seq)  # what the server's _begin does
+    entry = LedgerEntry(seq, "GET", "b", "k", 0, 9, 10, 206, 0.0, 0.0)
+    late = threading.Timer(0.2, st.record, args=(entry,))
+    late.start()
+    assert [(e.seq, e.bytes) for e in st.settled_ledger(0)] == [(seq, 10)]
+    late.join()
+    assert not st.pending
+
+
 def test_requests_without_a_body_keep_the_connection_open(cloud, creds):
     """Like S3, the server answers GET/HEAD on a persistent connection; an upload closes it (werkzeug)."""
     import http.client

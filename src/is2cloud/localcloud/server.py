@@ -51,6 +51,7 @@ log = logging.getLogger("is2cloud.localcloud")
 CONTROL_PREFIX = "/_is2cloud/"
 FAULT_KINDS = ("503", "500", "reset")
 CHUNK = 64 * 1024
+LEDGER_WAIT_S = 2.0  # how long a ledger read waits for requests still finishing their response
 ACCOUNT_ID = "123456789012"
 
 
@@ -102,6 +103,11 @@ class ServerState:
     fault_rng: random.Random = field(default_factory=random.Random)
     epoch: float = field(default_factory=time.monotonic)
     canary: Path | None = None
+    # requests begun and not yet in the ledger: a client has a whole body before the server records it
+    pending: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.recorded = threading.Condition(self.lock)
 
     def next_seq(self) -> int:
         with self.lock:
@@ -129,6 +135,17 @@ class ServerState:
     def record(self, entry: LedgerEntry) -> None:
         with self.lock:
             self.ledger.append(entry)
+            self.pending.discard(entry.seq)
+            self.recorded.notify_all()
+
+    def settled_ledger(self, since: int) -> list[LedgerEntry]:
+        """The entries after ``since``, once every request begun before this call is recorded (or after
+        ``LEDGER_WAIT_S``: a request still streaming then is left out, and not waited for again)."""
+        with self.lock:
+            upto = self.seq
+            self.recorded.wait_for(lambda: not any(s <= upto for s in self.pending), timeout=LEDGER_WAIT_S)
+            self.pending = {s for s in self.pending if s > upto}
+            return [e for e in self.ledger if e.seq > since]
 
     def remember_secret(self, *secrets: str) -> None:
         """Test hook: append secrets (and access key ids) this server issued to the canary file, if one is
@@ -274,9 +291,7 @@ class NetworkModelApp:
                 body = {"ok": True}
             elif what == "ledger":
                 since = int(parse_qs(environ.get("QUERY_STRING", "")).get("since", ["0"])[0])
-                with st.lock:
-                    rows = [asdict(e) for e in st.ledger if e.seq > since]
-                body = rows
+                body = [asdict(e) for e in st.settled_ledger(since)]
             elif what == "config" and method in ("PUT", "POST"):
                 cfg = json.loads(_read_body(environ) or b"{}")
                 if "profile" in cfg:
@@ -362,6 +377,8 @@ class NetworkModelApp:
         """The network model's part before a response: the ledger entry, the time to first byte (and the
         upload's transfer time, since a request body crosses the modelled network too), the fault draw."""
         st = self.state
+        with st.lock:
+            st.pending.add(seq)
         entry = LedgerEntry(seq, verb, bucket, key, rng[0] if rng else None, rng[1] if rng else None, 0, 0,
                             round(t0 - st.epoch, 6), 0.0, None, service, upload)
         profile = st.profile
