@@ -110,8 +110,10 @@ class ServerState:
         self.recorded = threading.Condition(self.lock)
 
     def next_seq(self) -> int:
+        """The sequence number of a request that begins; pending until :meth:`record` has its entry."""
         with self.lock:
             self.seq += 1
+            self.pending.add(self.seq)
             return self.seq
 
     def latency(self) -> float:
@@ -377,8 +379,6 @@ class NetworkModelApp:
         """The network model's part before a response: the ledger entry, the time to first byte (and the
         upload's transfer time, since a request body crosses the modelled network too), the fault draw."""
         st = self.state
-        with st.lock:
-            st.pending.add(seq)
         entry = LedgerEntry(seq, verb, bucket, key, rng[0] if rng else None, rng[1] if rng else None, 0, 0,
                             round(t0 - st.epoch, 6), 0.0, None, service, upload)
         profile = st.profile
