@@ -73,6 +73,50 @@ def test_a_ledger_read_waits_for_a_response_still_being_recorded():
     assert not st.pending
 
 
+def test_a_response_recorded_inside_a_garbage_collection_does_not_deadlock_the_server():
+    """A response's generator records its request on its way out, and a generator caught in a reference
+    cycle goes out in a garbage collection: in whatever thread allocates at that moment, which may be one
+    holding the server's lock (a ledger read, another request's record). The server hung there once, in
+    CI, for over an hour."""
+    import gc
+    import threading
+
+    from is2cloud.localcloud.server import LedgerEntry, ServerState
+    from is2cloud.settings import get_profile
+
+    st = ServerState(get_profile("none"), seed=0, archive_bucket="archive")
+    seq = st.next_seq()
+
+    def response():
+        try:
+            yield b"half a body"
+        finally:  # as the server's _stream does
+            st.record(LedgerEntry(seq, "GET", "b", "k", 0, 9, 11, 206, 0.0, 0.0))
+
+    def abandon_in_a_cycle() -> None:
+        body = response()
+        next(body)  # started, then the client went away: only the cyclic collector can close it
+        cycle: list = [body]
+        cycle.append(cycle)
+
+    gc.disable()
+    try:
+        abandon_in_a_cycle()
+
+        def collect_holding_the_lock() -> None:
+            with st.lock:
+                gc.collect()
+
+        t = threading.Thread(target=collect_holding_the_lock, daemon=True)
+        t.start()
+        t.join(5)
+    finally:
+        gc.enable()
+    assert not t.is_alive(), "the server's lock was taken again by a response recorded inside a collection"
+    assert [e.seq for e in st.settled_ledger(0)] == [seq]
+    assert not st.pending
+
+
 def test_requests_without_a_body_keep_the_connection_open(cloud, creds):
     """Like S3, the server answers GET/HEAD on a persistent connection; an upload closes it (werkzeug)."""
     import http.client

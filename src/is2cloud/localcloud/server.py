@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import queue
 import random
 import re
 import signal
@@ -105,9 +106,11 @@ class ServerState:
     canary: Path | None = None
     # requests begun and not yet in the ledger: a client has a whole body before the server records it
     pending: set[int] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        self.recorded = threading.Condition(self.lock)
+    # Responses finished and not yet moved into ``ledger``. A response's generator records itself on its
+    # way out, and one caught in a reference cycle goes out in a garbage collection, in whatever thread
+    # allocates then, maybe one holding ``lock``: so :meth:`record` takes no lock (``SimpleQueue.put`` is
+    # reentrant), and entries move into ``ledger`` under the lock when the ledger is read.
+    finished: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
 
     def next_seq(self) -> int:
         """The sequence number of a request that begins; pending until :meth:`record` has its entry."""
@@ -135,19 +138,40 @@ class ServerState:
             return self.fault_rng.choice(f.kinds)
 
     def record(self, entry: LedgerEntry) -> None:
-        with self.lock:
-            self.ledger.append(entry)
-            self.pending.discard(entry.seq)
-            self.recorded.notify_all()
+        """A finished request's entry (safe anywhere, even inside a garbage collection: no lock)."""
+        self.finished.put(entry)
+
+    def file_finished(self) -> None:
+        """Move the finished entries into the ledger (``lock`` held)."""
+        while True:
+            try:
+                self._file(self.finished.get_nowait())
+            except queue.Empty:
+                return
+
+    def _file(self, entry: LedgerEntry) -> None:
+        self.ledger.append(entry)
+        self.pending.discard(entry.seq)
 
     def settled_ledger(self, since: int) -> list[LedgerEntry]:
         """The entries after ``since``, once every request begun before this call is recorded (or after
         ``LEDGER_WAIT_S``: a request still streaming then is left out, and not waited for again)."""
         with self.lock:
             upto = self.seq
-            self.recorded.wait_for(lambda: not any(s <= upto for s in self.pending), timeout=LEDGER_WAIT_S)
-            self.pending = {s for s in self.pending if s > upto}
-            return [e for e in self.ledger if e.seq > since]
+        deadline = time.monotonic() + LEDGER_WAIT_S
+        while True:
+            with self.lock:
+                self.file_finished()
+                left = deadline - time.monotonic()
+                if left <= 0 or not any(s <= upto for s in self.pending):
+                    self.pending = {s for s in self.pending if s > upto}
+                    return [e for e in self.ledger if e.seq > since]
+            try:  # wait for the next response to finish, without the lock
+                entry = self.finished.get(timeout=left)
+            except queue.Empty:
+                continue
+            with self.lock:
+                self._file(entry)
 
     def remember_secret(self, *secrets: str) -> None:
         """Test hook: append secrets (and access key ids) this server issued to the canary file, if one is
@@ -289,6 +313,7 @@ class NetworkModelApp:
                 body: Any = {"ok": True}
             elif what == "ledger" and method == "DELETE":
                 with st.lock:
+                    st.file_finished()  # what finished before this call is cleared too
                     st.ledger.clear()
                 body = {"ok": True}
             elif what == "ledger":
