@@ -252,3 +252,49 @@ def test_ledger_plot_without_a_ledger_says_why_on_aws_and_fails_locally(monkeypa
     monkeypatch.setattr(bench, "get_settings", lambda: SimpleNamespace(mode="earthdata"))
     note = bench.ledger_plot({"original": []})
     assert "No request ledger on AWS" in note.data
+
+
+def test_each_suite_runs_on_fresh_dask_workers(monkeypatch, tmp_path):
+    """What a suite's Dask workers keep (caches, heap they do not give back) must not count in the next
+    suite's peak memory: run_suites closes the shared local cluster after every suite."""
+    import sys
+    import types
+    from types import SimpleNamespace
+
+    from is2cloud import bench, parallel
+
+    closed: list[str] = []
+    found: list[object] = []
+
+    class Client:
+        status = "running"
+
+        def __init__(self, name: str):
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+    def suite():
+        found.append(parallel._local.get("client"))
+        parallel._local["client"] = Client(f"suite {len(found)}'s")
+        return []
+
+    class Cloud:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    mod = types.ModuleType("is2cloud_fake_suites")
+    mod.suite = suite
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setattr(parallel, "_local", {})
+    for name in ("first", "second"):
+        monkeypatch.setitem(bench.SUITES, name, f"{mod.__name__}:suite")
+    monkeypatch.setattr("is2cloud.granules.publish_archive", lambda scale, cache_dir: SimpleNamespace(root=tmp_path))
+    monkeypatch.setattr("is2cloud.localcloud.LocalCloud", lambda **kw: Cloud())
+    bench.run_suites(["first", "second"], ["test"], results=tmp_path / "bench.csv")
+    assert found == [None, None], "a suite ran on the workers of the suite before it"
+    assert closed == ["suite 1's", "suite 2's"]

@@ -420,6 +420,7 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
 
     from is2cloud.granules import publish_archive
     from is2cloud.localcloud import LocalCloud
+    from is2cloud.parallel import close_client
 
     unknown = [s for s in suites if s not in SUITES]
     if unknown:
@@ -446,6 +447,9 @@ def run_suites(suites: list[str], scales: list[str], *, profile: str = "in-regio
                         out.append(m)
                 finally:
                     _SUITE[0] = ""
+                    # Each suite on fresh Dask workers: what a worker keeps after its tasks (caches,
+                    # heap it does not give back) counted in the next suite's peak memory.
+                    close_client()
     return out
 
 
