@@ -92,15 +92,32 @@ def test_same_rows_as_baseline(store, creds, aoi):
 
 def test_granules_read_a_group_at_a_time_give_the_same_rows(store, creds, monkeypatch):
     """The shared reader takes granules GRANULES_AT_ONCE at a time (bounded memory): one at a time, the
-    same rows as all together."""
+    same rows as all together, and only one group's reference documents held at a time."""
     from is2cloud.methods import refread
+    from is2cloud.methods.kerchunk.refs import KerchunkGranule
 
     st, _ = store
     together = kerchunk.subset(st.location, GREENLAND, credentials=creds, out_credentials=creds)
+    held: set[str] = set()
+    most = [0]
+    load, release = KerchunkGranule.load, KerchunkGranule.release
+
+    async def counted_load(self):
+        await load(self)
+        held.add(self.name)
+        most[0] = max(most[0], len(held))
+
+    def counted_release(self):
+        release(self)
+        held.discard(self.name)
+
+    monkeypatch.setattr(KerchunkGranule, "load", counted_load)
+    monkeypatch.setattr(KerchunkGranule, "release", counted_release)
     monkeypatch.setattr(refread, "GRANULES_AT_ONCE", 1)
     one_by_one = kerchunk.subset(st.location, GREENLAND, credentials=creds, out_credentials=creds)
     assert len(together) > 0 and len(st.granules) > 1  # several groups of one
     assert_same_rows(together, one_by_one, names=("all granules at once", "one at a time"))
+    assert most[0] == 1 and not held, f"{most[0]} granules' references held at once, {len(held)} kept after"
     with pytest.raises(ValueError, match="at_once"):
         refread.read_references([], None, credentials=creds, at_once=0)
 

@@ -98,6 +98,12 @@ class GranuleRefs(ABC):
     def zarr_group(self) -> Any:
         """The granule as a Zarr group (for :func:`~is2cloud.methods.lazyread.read_granule_group`)."""
 
+    async def load(self) -> None:  # noqa: B027 (a hook: most stores keep nothing to load)
+        """Fetch what the lookups need (called for each group of granules before it is read)."""
+
+    def release(self) -> None:  # noqa: B027
+        """Let go of what :meth:`load` fetched (called once the granule's group is read)."""
+
 
 # -- Zarr metadata -> Codec --------------------------------------------------------------------------------
 
@@ -317,9 +323,23 @@ def read_references(granules: Sequence[GranuleRefs], aoi: AOI, variables: Sequen
 
 def _read_group(granules: Sequence[GranuleRefs], aoi: AOI, variables: Sequence[str], *, credentials: Any,
                 concurrency: int, workers: int | None) -> list[dict[str, np.ndarray]]:
+    try:
+        return _read_loaded(granules, aoi, variables, credentials=credentials, concurrency=concurrency,
+                            workers=workers)
+    finally:
+        for g in granules:
+            g.release()
+
+
+def _read_loaded(granules: Sequence[GranuleRefs], aoi: AOI, variables: Sequence[str], *, credentials: Any,
+                 concurrency: int, workers: int | None) -> list[dict[str, np.ndarray]]:
     from is2cloud.methods.lazyread import read_granule_group
 
     async def describe_all() -> list[Any]:
+        loaded = await _gather([g.load() for g in granules], limit=16)
+        failed = [e for e in loaded if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
         return await _gather([_describe(g, variables) for g in granules])
 
     described = run_sync(describe_all())

@@ -265,17 +265,26 @@ def _delete_unused(store: Any, prefix: str, old: dict[str, Any], new: dict[str, 
 # -- subset -------------------------------------------------------------------------------------------------
 
 
-def _load_refs(location: str, entry: dict[str, Any], *, out_credentials: Any) -> dict[str, Any]:
+async def _fetch_refs(location: str, entry: dict[str, Any], *, out_credentials: Any) -> dict[str, Any]:
     """A granule's reference document (one GET), checked against the manifest's record of the granule."""
     import obstore
 
+    from is2cloud.methods.lazyread import retry_transient
+
     name = entry["name"]
     bucket, key = split_url(f"{location}/{entry['refs']}")
+    store = out_credentials.obstore(bucket)
+
+    async def get() -> bytes:
+        got = await obstore.get_async(store, key)
+        return bytes(await got.bytes_async())
+
     try:
-        doc = _loads(bytes(obstore.get(out_credentials.obstore(bucket), key).bytes()), f"s3://{bucket}/{key}")
+        raw = await retry_transient(get)  # a body cut short: read it again
     except FileNotFoundError:
         raise MissingReferencesError(f"{name}: its reference file s3://{bucket}/{key} is missing; prepare the "
                                      "references again") from None
+    doc = _loads(raw, f"s3://{bucket}/{key}")
     mine = doc.pop("is2cloud", {})
     if mine.get("etag") != entry["etag"] or int(mine.get("size", -1)) != int(entry["size"]):
         raise StaleReferencesError(f"{name}: its reference file s3://{bucket}/{key} was made for another version "
@@ -300,11 +309,25 @@ def _meta(value: Any) -> dict[str, Any]:
 
 class KerchunkGranule(GranuleRefs):
     """One granule's reference document as :func:`is2cloud.methods.refread.read_references` reads it:
-    the Zarr v2 metadata and ``[url, offset, length]`` (or inlined bytes) of every chunk."""
+    the Zarr v2 metadata and ``[url, offset, length]`` (or inlined bytes) of every chunk. The document is
+    fetched when the granule's group is read and let go after it (parsed, a bench-scale granule's is a few
+    MB of Python objects: all of them at once held over a GB)."""
 
-    def __init__(self, record: GranuleRecord, doc: dict[str, Any], credentials: Any):
+    def __init__(self, location: str, entry: dict[str, Any], credentials: Any, out_credentials: Any):
+        record = GranuleRecord.from_dict(entry)
         self.name, self.obj = record.name, record.obj
-        self.doc, self.refs, self.credentials = doc, doc.get("refs", doc), credentials
+        self.location, self.entry = location, entry
+        self.credentials, self.out_credentials = credentials, out_credentials
+        self.doc: dict[str, Any] = {}
+        self.refs: dict[str, Any] = {}
+
+    async def load(self) -> None:
+        if not self.doc:
+            self.doc = await _fetch_refs(self.location, self.entry, out_credentials=self.out_credentials)
+            self.refs = self.doc.get("refs", self.doc)
+
+    def release(self) -> None:
+        self.doc, self.refs = {}, {}
 
     async def group_attrs(self, path: str) -> dict[str, Any] | None:
         prefix = f"{path}/" if path else ""
@@ -379,17 +402,8 @@ def subset(prepared_or_location: Any, aoi: Any, variables: Iterable[str] | None 
     what = f"kerchunk references at {location}"
     check_fresh(credentials, records, what, StaleReferencesError)
     names = sorted(r.name for r in check_coverage(area, records, what, OutsideReferencesError))
-    docs = _load_all([entries[n] for n in names], location, out_credentials)
-    granules = [KerchunkGranule(GranuleRecord.from_dict(entries[n]), d, credentials) for n, d in zip(names, docs)]
+    granules = [KerchunkGranule(location, entries[n], credentials, out_credentials) for n in names]
     return assemble(read_references(granules, area, variables, credentials=credentials,
                                     concurrency=1 if client == "sync" else 64), variables)
 
 
-def _load_all(entries: list[dict[str, Any]], location: str, out_credentials: Any) -> list[dict[str, Any]]:
-    """Every granule's reference document, fetched concurrently; the first failure is raised."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if len(entries) < 2:
-        return [_load_refs(location, e, out_credentials=out_credentials) for e in entries]
-    with ThreadPoolExecutor(min(16, len(entries)), thread_name_prefix="is2cloud-kerchunk") as pool:
-        return list(pool.map(lambda e: _load_refs(location, e, out_credentials=out_credentials), entries))
