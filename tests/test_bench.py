@@ -298,3 +298,40 @@ def test_each_suite_runs_on_fresh_dask_workers(monkeypatch, tmp_path):
     bench.run_suites(["first", "second"], ["test"], results=tmp_path / "bench.csv")
     assert found == [None, None], "a suite ran on the workers of the suite before it"
     assert closed == ["suite 1's", "suite 2's"]
+
+
+def test_a_method_is_measured_without_the_baselines_frame_or_idle_workers(archive_cloud, tmp_path, monkeypatch):
+    """The virtual methods' suite (methodbench) compares the method's rows with the tuned baseline's at the
+    end: the baseline's frame waits on disk, not in memory, while the method is measured, and the shared
+    cluster the baseline ran on is closed then (the method's subset runs in this process)."""
+    import gc
+    import weakref
+
+    from is2cloud import parallel
+    from is2cloud.methods import baseline, methodbench
+    from is2cloud.methods.kerchunk import refs
+
+    made: list[weakref.ref] = []
+    tuned = baseline.bench_tuned_run
+
+    def tuned_run(*args, **kwargs):
+        m = tuned(*args, **kwargs)
+        made.append(weakref.ref(m.result))
+        return m
+
+    seen: dict[str, object] = {}
+
+    def subset(prepared, area, **kwargs):
+        gc.collect()
+        seen["baseline's frame"] = [r() is not None for r in made]
+        seen["cluster"] = parallel._local.get("client")
+        return refs.subset(prepared, area, **kwargs)
+
+    monkeypatch.setattr(baseline, "bench_tuned_run", tuned_run)
+    out = methodbench.run("kerchunk", "kerchunk references", "test", archive_cloud, subset=subset,
+                          prepare=lambda granules, **kw: refs.prepare(granules, mode="overwrite", **kw),
+                          profile="none", results=tmp_path / "bench.csv")
+    assert seen == {"baseline's frame": [False], "cluster": None}
+    assert [m.name for m in out] == ["kerchunk references prepare", "baseline (tuned) -> GeoParquet",
+                                     "kerchunk references -> GeoParquet"]
+    assert all(m.result is None for m in out)

@@ -681,7 +681,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
 
     ``cloud`` must serve the ``scale`` archive; its profile is restored afterwards.
     """
-    from is2cloud.bench import measure
+    from is2cloud.bench import Stash, measure
     from is2cloud.catalog import find_granules
     from is2cloud.geoparquet import write_geoparquet
     from is2cloud.granules.archive import REPO_DATA, publish_archive
@@ -695,7 +695,7 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
     label = f"synthetic ATL06 v006, AOI {area.name}, {len(granules)} granules"
     before = cloud.profile_name
     out: list[Any] = []
-    frames: dict[str, Any] = {}
+    frames = Stash()  # the frames compared at the end, on disk meanwhile
     try:
         archive = publish_archive(scale, cache_dir=get_settings().cache_dir)
         try:  # the archive's ATL03 granules (the bench archive has none: the comparison is book scale's)
@@ -730,7 +730,9 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
             m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run,
                                           bucket=bucket)
             out.append(m0)
-            frames.setdefault("baseline", m0.result)
+            if "baseline" not in frames:
+                frames.put("baseline", m0.result)
+            m0.result = None
             with measure("repacked -> GeoParquet", method=NAME, cloud=cloud, scale=scale, results=results,
                          notes=f"{label}; {run}", granules=len(granules), physical_bytes=limit.nbytes) as m1:
                 m1.result = gdf = subset(copies, area, credentials=credentials, out_credentials=credentials,
@@ -739,8 +741,11 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
             m1.notes = (f"{label}; {run}; {m0.wall_s / m1.wall_s:.1f}x faster than baseline (tuned); "
                         f"{m1.gets} GETs against {m0.gets}")
             out.append(m1)
-            frames.setdefault(NAME, gdf)
+            if NAME not in frames:
+                frames.put(NAME, gdf)
+            m1.result = gdf = None
+        assert_same_rows(frames.get("baseline"), frames.get(NAME), names=("baseline (tuned)", "repacked"))
     finally:
         cloud.set_profile(before)
-    assert_same_rows(frames["baseline"], frames[NAME], names=("baseline (tuned)", "repacked"))
+        frames.close()
     return out
