@@ -64,7 +64,7 @@ DEFAULT_ROW_GROUP_ROWS = 65_536
 # Objects up to this size go to S3 in one PUT; larger ones as one multipart upload of PART_BYTES parts.
 SINGLE_PUT_MAX_BYTES = 64 * 2**20
 PART_BYTES = 16 * 2**20  # S3 parts must be >= 5 MiB except the last
-PART_CONCURRENCY = 8     # parts in flight at once
+PART_CONCURRENCY = 4     # parts in flight at once (each is held in memory, some of them twice, while it is sent)
 
 RESERVED_KEYS = frozenset({"geo", "pandas", "ARROW:schema"})
 GEOMETRY_TYPES = ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString", "MultiPolygon",
@@ -390,6 +390,8 @@ def write_geoparquet(
             local = Path(tmp) / "part.parquet"
             _write_parquet(table, str(local), row_group_size, compression)
             _validate_written(str(local), table, url)
+            del table  # the file holds it now: not in memory under the upload's buffers
+            pa.default_memory_pool().release_unused()
             _upload_atomic(fs, local, bucket, key, url)
         return url
     return str(_write_local_atomic(table, _local_path(path), row_group_size, compression))

@@ -5,7 +5,8 @@ say, for every chunk of every array, which bytes of the HDF5 object hold it. Rea
 (:func:`is2cloud.methods.lazyread.read_granule_group`) pays for that indirection in CPU: one
 coroutine, codec pipeline and store request per chunk. :func:`read_references` asks the store for the
 references themselves (:class:`GranuleRefs`: each array's Zarr metadata and its chunks' ``(offset,
-length)``), then, for all granules at once:
+length)``), then, for :data:`GRANULES_AT_ONCE` granules at a time (their reference documents fetched
+for the group and let go after it, :meth:`GranuleRefs.load`):
 
 1. each beam's ``latitude`` and ``longitude`` chunks, adjacent ranges coalesced into one GET
    (:func:`is2cloud.methods.ranges.coalesce`, no gap bytes), all fetched concurrently and decoded as
@@ -282,6 +283,11 @@ class _Fetcher:
         fetch_ranges(credentials, requests, concurrency=concurrency, process=process,
                      workers=workers or min(8, os.cpu_count() or 1))
 
+    def drop(self, gi: int, arr: ArrayRefs) -> None:
+        """Let go of the decoded chunks of ``arr`` (once its rows are taken)."""
+        for c in range(-(-arr.nrows // arr.chunk_rows) if arr.nrows else 0):
+            self.got.pop((gi, arr.path, c), None)
+
     def rows(self, gi: int, arr: ArrayRefs, rows: np.ndarray | None = None) -> np.ndarray:
         """``arr[rows]`` (all rows when None) from the decoded chunks."""
         if rows is None:
@@ -363,6 +369,8 @@ def _read_loaded(granules: Sequence[GranuleRefs], aoi: AOI, variables: Sequence[
         fetcher.run(credentials, concurrency, workers)
         for b in beams:
             lat, lon = (fetcher.rows(b.granule, b.arrays[v]) for v in _COORDS)
+            for v in _COORDS:  # the whole beam's coordinates are not kept past the rows inside
+                fetcher.drop(b.granule, b.arrays[v])
             rows = np.flatnonzero(inside_aoi(aoi, lon, lat))
             if len(rows):
                 b.rows = rows

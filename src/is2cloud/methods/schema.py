@@ -130,12 +130,15 @@ def _to_time(values: Any) -> pd.Series:
     return t.astype(CANONICAL_DTYPES["time"])
 
 
-def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = True):  # -> GeoDataFrame
+def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = True,
+                    copy: bool = True):  # -> GeoDataFrame
     """Build a canonical GeoDataFrame from its columns (all but ``geometry``, which is made from lon/lat).
 
     Scalars are broadcast (e.g. one ``granule``, ``track_id``, ``rgt`` or ``cycle`` for a beam).
     Values are converted to the canonical dtypes, refusing lossy integer conversions; float32 fill
     values (3.4028235e38) in ``h_li``/``h_li_sigma`` become NaN. Raises :class:`SchemaError`.
+    ``copy=False``: the frame may hold the given arrays themselves, for a caller that gives them up
+    (:func:`~is2cloud.methods.baseline.assemble`: a bench-scale subset is not held twice while it is built).
     """
     import geopandas as gpd
 
@@ -169,7 +172,7 @@ def canonical_frame(columns: Mapping[str, Any] | pd.DataFrame, *, sort: bool = T
             out[c] = arr.astype(dtype, copy=False)
     # one block per column, without the copy that consolidating them into 2-D blocks makes (a subset of
     # millions of rows would be held twice while the frame is built)
-    df = pd.DataFrame({c: pd.Series(out.pop(c), dtype=CANONICAL_DTYPES[c], copy=True) for c in wanted}, copy=False)
+    df = pd.DataFrame({c: pd.Series(out.pop(c), dtype=CANONICAL_DTYPES[c], copy=copy) for c in wanted}, copy=False)
     bad_track = ~df["track_id"].isin(TRACK_IDS)
     if bad_track.any():
         raise SchemaError(f"track_id must be one of {TRACK_IDS}, got {sorted(set(df.loc[bad_track, 'track_id']))}")
