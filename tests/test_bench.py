@@ -303,7 +303,8 @@ def test_each_suite_runs_on_fresh_dask_workers(monkeypatch, tmp_path):
 def test_a_method_is_measured_without_the_baselines_frame_or_idle_workers(archive_cloud, tmp_path, monkeypatch):
     """The virtual methods' suite (methodbench) compares the method's rows with the tuned baseline's at the
     end: the baseline's frame waits on disk, not in memory, while the method is measured, and the shared
-    cluster the baseline ran on is closed then (the method's subset runs in this process)."""
+    cluster the baseline ran on is closed then (the method's subset runs in this process). The baseline
+    runs on fresh workers, not on those the prepare step used."""
     import gc
     import weakref
 
@@ -312,12 +313,18 @@ def test_a_method_is_measured_without_the_baselines_frame_or_idle_workers(archiv
     from is2cloud.methods.kerchunk import refs
 
     made: list[weakref.ref] = []
+    clients: dict[str, object] = {}
     tuned = baseline.bench_tuned_run
 
-    def tuned_run(*args, **kwargs):
-        m = tuned(*args, **kwargs)
+    def tuned_run(scene, *args, **kwargs):
+        clients["baseline"] = scene.client
+        m = tuned(scene, *args, **kwargs)
         made.append(weakref.ref(m.result))
         return m
+
+    def prepare(granules, **kwargs):
+        clients["prepare"] = kwargs["client"]
+        return refs.prepare(granules, mode="overwrite", **kwargs)
 
     seen: dict[str, object] = {}
 
@@ -329,9 +336,9 @@ def test_a_method_is_measured_without_the_baselines_frame_or_idle_workers(archiv
 
     monkeypatch.setattr(baseline, "bench_tuned_run", tuned_run)
     out = methodbench.run("kerchunk", "kerchunk references", "test", archive_cloud, subset=subset,
-                          prepare=lambda granules, **kw: refs.prepare(granules, mode="overwrite", **kw),
-                          profile="none", results=tmp_path / "bench.csv")
+                          prepare=prepare, profile="none", results=tmp_path / "bench.csv")
     assert seen == {"baseline's frame": [False], "cluster": None}
+    assert clients["baseline"] is not clients["prepare"], "the baseline ran on the workers the prepare used"
     assert [m.name for m in out] == ["kerchunk references prepare", "baseline (tuned) -> GeoParquet",
                                      "kerchunk references -> GeoParquet"]
     assert all(m.result is None for m in out)

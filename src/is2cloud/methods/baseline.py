@@ -605,6 +605,7 @@ class BenchScene:
     credentials: Any
     limit: PhysicalLimit
     client: Any
+    shared: bool = False  # the client is the process-wide local cluster (closed and started again at will)
 
 
 def bench_scene(scale: str, cloud: Any, *, aoi: Any = None, repeat: int = 1, client: Any = None) -> BenchScene:
@@ -612,7 +613,7 @@ def bench_scene(scale: str, cloud: Any, *, aoi: Any = None, repeat: int = 1, cli
     serve the ``scale`` archive. The baseline's readers are warmed in the workers (outside any measurement)."""
     from is2cloud.catalog import find_granules
     from is2cloud.granules.archive import REPO_DATA, publish_archive
-    from is2cloud.parallel import get_client
+    from is2cloud.parallel import get_client, is_shared_client
 
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, not {repeat}")
@@ -629,7 +630,20 @@ def bench_scene(scale: str, cloud: Any, *, aoi: Any = None, repeat: int = 1, cli
         client = get_client()
     if not isinstance(client, str):
         client.run(_warm_worker, credentials, granules[0].data_links(access="direct")[0])
-    return BenchScene(area, granules, credentials, limit, client)
+    return BenchScene(area, granules, credentials, limit, client, is_shared_client(client))
+
+
+def fresh_workers(scene: BenchScene) -> None:
+    """When the scene's client is the shared local cluster, start it again (warmed as :func:`bench_scene`
+    does): a prepare step's workers keep hundreds of MB after it, which a query reading the artefact later,
+    in another session, would not carry."""
+    from is2cloud.parallel import close_client, get_client
+
+    if not scene.shared:
+        return
+    close_client()
+    scene.client = get_client()
+    scene.client.run(_warm_worker, scene.credentials, scene.granules[0].data_links(access="direct")[0])
 
 
 def bench_tuned_run(scene: BenchScene, cloud: Any, *, scale: str, results: Any, label: str, run: str, bucket: str):

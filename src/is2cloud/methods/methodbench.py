@@ -26,17 +26,17 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
 
     The frames compared at the end wait on disk (:class:`is2cloud.bench.Stash`), and the subset runs in
     this process, so when the client is the shared local cluster (the default) the cluster is closed while
-    the subset is measured (its idle workers are not the method's memory) and reopened for a repeat."""
+    the subset is measured (its idle workers are not the method's memory); the tuned baseline runs on fresh
+    workers (:func:`~is2cloud.methods.baseline.fresh_workers`), not on those the prepare step used."""
     from is2cloud.bench import Stash, append_result, measure
     from is2cloud.geoparquet import write_geoparquet
     from is2cloud.methods import baseline
     from is2cloud.methods.identity import assert_same_rows
     from is2cloud.methods.ranges import split_url
-    from is2cloud.parallel import close_client, get_client, is_shared_client
+    from is2cloud.parallel import close_client
     from is2cloud.settings import get_settings
 
     scene = baseline.bench_scene(scale, cloud, aoi=aoi, repeat=repeat, client=client)
-    shared = is_shared_client(scene.client)
     area, granules, credentials, limit = scene.area, scene.granules, scene.credentials, scene.limit
     bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
     location = f"s3://{bucket}/bench/{method}-{scale}"
@@ -60,16 +60,14 @@ def run(method: str, title: str, scale: str, cloud: Any, *, prepare: Callable[..
         artefact_key = split_url(location)[1]
         for i in range(repeat):
             run_ = f"run {i + 1}/{repeat}"
-            if shared and i:
-                scene.client = get_client()
-                scene.client.run(baseline._warm_worker, credentials, granules[0].data_links(access="direct")[0])
+            baseline.fresh_workers(scene)  # not the prepare's workers, nor closed for the last subset
             m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run_,
                                           bucket=bucket)
             out.append(m0)
             if "baseline" not in frames:
                 frames.put("baseline", m0.result)
             m0.result = None
-            if shared:
+            if scene.shared:
                 close_client()
             seq = cloud.seq
             with measure(f"{title} -> GeoParquet", method=method, cloud=cloud, scale=scale, record=False,

@@ -725,6 +725,8 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         mp.notes = (f"{label}; {mp.wall_s / len(granules):.2f} s per granule; copies {copies.nbytes / 1e6:,.1f} MB "
                     f"for {src / 1e6:,.1f} MB ({copies.nbytes / src - 1:+.0%}); page {_bytes(copies.stats['page_size'])}")
         out.append(mp)
+        baseline.fresh_workers(scene)  # the queries do not run on the workers the copies were made on
+        client = scene.client
         if not isinstance(client, str):  # the copies' readers in the workers, as bench_scene warms the baseline's
             client.run(_warm_worker, credentials)
         for i in range(repeat):

@@ -9,7 +9,7 @@ from typing import Any
 from is2cloud.methods.chunkindex.builder import prepare
 from is2cloud.methods.chunkindex.query import subset
 from is2cloud.methods.ranges import split_url
-from is2cloud.parallel import close_client, get_client, is_shared_client
+from is2cloud.parallel import close_client
 
 
 def _warm_worker() -> None:
@@ -51,7 +51,6 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         client.run(_warm_worker)
     # The query runs in this process (no Dask): the shared cluster the build and the baseline use is closed
     # while it is measured, so its idle workers do not count in the query's memory; reopened for a repeat.
-    shared = is_shared_client(client)
     bucket = cloud.buckets[0] if getattr(cloud, "buckets", None) else get_settings().output_bucket
     index_url = index_url or f"s3://{bucket}/bench/chunk-index-{scale}.parquet"
     archive_bytes = sum(int(g["umm"]["DataGranule"]["ArchiveAndDistributionInformation"][0]["SizeInBytes"])
@@ -75,16 +74,14 @@ def benchmark(scale: str, cloud: Any, *, aoi: Any = None, profile: str = "in-reg
         out.append(mb)
         for i in range(repeat):
             run = f"run {i + 1}/{repeat}"
-            if shared and i:
-                scene.client = get_client()
-                scene.client.run(baseline._warm_worker, credentials, granules[0].data_links(access="direct")[0])
+            baseline.fresh_workers(scene)  # not the build's workers, nor closed for the last query
             m0 = baseline.bench_tuned_run(scene, cloud, scale=scale, results=results, label=label, run=run,
                                           bucket=bucket)
             out.append(m0)
             if "baseline" not in frames:
                 frames.put("baseline", m0.result)
             m0.result = None
-            if shared:
+            if scene.shared:
                 close_client()
             seq = cloud.seq
             with measure("chunk index -> GeoParquet", method="chunkindex", cloud=cloud, scale=scale,
