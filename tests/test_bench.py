@@ -342,3 +342,25 @@ def test_a_method_is_measured_without_the_baselines_frame_or_idle_workers(archiv
     assert [m.name for m in out] == ["kerchunk references prepare", "baseline (tuned) -> GeoParquet",
                                      "kerchunk references -> GeoParquet"]
     assert all(m.result is None for m in out)
+
+
+def test_several_suites_run_each_in_a_process_of_its_own(monkeypatch, tmp_path):
+    """What one suite's process keeps (heap, caches) must not count in the next one's peak memory: `is2cloud
+    bench` with several suites or scales runs each (scale, suite) in its own process, appending to one CSV."""
+    import subprocess
+    import sys
+
+    from is2cloud import cli
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    out = tmp_path / "bench.csv"
+    assert cli.main(["bench", "--suite", "baseline,virtual", "--scale", "test,book", "--out", str(out)]) == 0
+    assert [(c[c.index("--scale") + 1], c[c.index("--suite") + 1]) for c in calls] == [
+        ("test", "baseline"), ("test", "virtual"), ("book", "baseline"), ("book", "virtual")]
+    assert all(c[:4] == [sys.executable, "-m", "is2cloud.cli", "bench"] and c[-3:] == ["--out", str(out), "--append"]
+               for c in calls)
+    calls.clear()
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 2)
+    assert cli.main(["bench", "--suite", "baseline,virtual", "--scale", "test", "--out", str(out), "--overwrite"]) == 2
+    assert len(calls) == 1  # a suite that failed stops the run
