@@ -185,3 +185,43 @@ def test_release_memory_reaches_the_shared_clusters_workers(dask_client):
     release_memory()  # the shared cluster: this process and every worker
     assert all(dask_client.run(_cycle_collected).values())
     release_memory("sync")  # no workers: this process only
+
+
+def test_no_collection_while_h5py_may_be_reading_an_fsspec_file(tmp_path):
+    """h5py holds its global lock while it reads through an fsspec file, and the read waits on fsspec's IO
+    thread: a collection there that frees an h5py object needs that lock, and both wait for ever (a test run
+    hung an hour so). Automatic collection is paused while such a file is open, in every thread, nested or
+    not, and resumes after the last one closes."""
+    import gc
+    import threading
+
+    import fsspec
+
+    from is2cloud.parallel import blocks_released, collection_paused
+
+    (tmp_path / "f.bin").write_bytes(b"x" * 10)
+    fs = fsspec.filesystem("file")
+    assert gc.isenabled()
+    with blocks_released(fs.open(str(tmp_path / "f.bin"), "rb", cache_type="blockcache", block_size=4)) as fh:
+        assert fh.read(3) == b"xxx" and not gc.isenabled()
+        other_done, other_closed = threading.Event(), threading.Event()
+
+        def another_reader() -> None:
+            with collection_paused():
+                other_done.set()
+                other_closed.wait(10)
+
+        t = threading.Thread(target=another_reader)
+        t.start()
+        assert other_done.wait(10)
+    assert not gc.isenabled(), "collection resumed while another thread's file was still open"
+    other_closed.set()
+    t.join(10)
+    assert gc.isenabled()
+    gc.disable()  # a caller that had collection off keeps it off
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -22,6 +22,7 @@ results come back with a report of the skipped granules.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 import threading
 import time
@@ -164,8 +165,6 @@ def trim_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the operating system (glibc's
     ``malloc_trim``; elsewhere only the collection): memory freed by a finished task stays in a process's
     resident size until then."""
-    import gc
-
     gc.collect()
     release_heap()
 
@@ -182,13 +181,42 @@ def release_heap() -> None:
         pass
 
 
+_paused = {"depth": 0, "enabled": False}
+_paused_lock = threading.Lock()
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """No automatic garbage collection in this process (any thread) while the block runs (nested and
+    concurrent blocks count).
+
+    For h5py reading through an fsspec file: h5py holds its global lock while HDF5 reads, and the read
+    waits on fsspec's IO thread. A collection that starts in that thread and frees an h5py object left in a
+    reference cycle (by an earlier error's traceback) needs the same lock: each waits on the other for ever
+    (a clean-clone test run hung so in ``test_skip_bad_granules``). Collection resumes when the last block
+    ends, in whatever thread allocates next."""
+    with _paused_lock:
+        if _paused["depth"] == 0:
+            _paused["enabled"] = gc.isenabled()
+            gc.disable()
+        _paused["depth"] += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused["depth"] -= 1
+            if _paused["depth"] == 0 and _paused["enabled"]:
+                gc.enable()
+
+
 @contextmanager
 def blocks_released(fileobj: Any) -> Iterator[Any]:
-    """``with fileobj`` (an fsspec file), letting go of the blocks its cache holds on the way out. fsspec's
+    """``with fileobj`` (an fsspec file, which h5py may read), with no garbage collection while it is open
+    (:func:`collection_paused`), letting go of the blocks its cache holds on the way out. fsspec's
     ``BlockCache`` keeps them in an ``lru_cache`` around its own bound method, a reference cycle: closing the
     file leaves them (a whole granule) to the next full garbage collection, and a worker reading granule
     after granule grew by ~1 GB before one ran."""
-    with fileobj as fh:
+    with collection_paused(), fileobj as fh:
         try:
             yield fh
         finally:
