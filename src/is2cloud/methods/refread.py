@@ -74,6 +74,10 @@ class ArrayRefs:
     def nrows(self) -> int:
         return int(self.shape[0]) if self.shape else 1
 
+    @property
+    def nchunks(self) -> int:
+        return -(-self.nrows // self.chunk_rows) if self.nrows else 0
+
     def rows_in(self, chunk: int) -> int:
         return min(self.chunk_rows, self.nrows - chunk * self.chunk_rows)
 
@@ -285,14 +289,13 @@ class _Fetcher:
 
     def drop(self, gi: int, arr: ArrayRefs) -> None:
         """Let go of the decoded chunks of ``arr`` (once its rows are taken)."""
-        for c in range(-(-arr.nrows // arr.chunk_rows) if arr.nrows else 0):
+        for c in range(arr.nchunks):
             self.got.pop((gi, arr.path, c), None)
 
     def rows(self, gi: int, arr: ArrayRefs, rows: np.ndarray | None = None) -> np.ndarray:
         """``arr[rows]`` (all rows when None) from the decoded chunks."""
         if rows is None:
-            n = -(-arr.nrows // arr.chunk_rows) if arr.nrows else 0
-            parts = [self.got[(gi, arr.path, c)] for c in range(n)]
+            parts = [self.got[(gi, arr.path, c)] for c in range(arr.nchunks)]
             return np.concatenate(parts) if parts else np.empty((0, *arr.shape[1:]), arr.codec.dtype)
         pos = rows // arr.chunk_rows
         chunks = np.unique(pos)
@@ -366,7 +369,7 @@ def _read_loaded(granules: Sequence[GranuleRefs], aoi: AOI, variables: Sequence[
         for b in beams:
             for v in _COORDS:
                 arr = b.arrays[v]
-                fetcher.want(b.granule, arr, range(-(-arr.nrows // arr.chunk_rows) if arr.nrows else 0))
+                fetcher.want(b.granule, arr, range(arr.nchunks))
         fetcher.run(credentials, concurrency, workers)
         for b in beams:
             lat, lon = (fetcher.rows(b.granule, b.arrays[v]) for v in _COORDS)
