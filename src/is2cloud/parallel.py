@@ -310,13 +310,10 @@ def map_granules(
             except Exception as exc:
                 outcomes.append((False, _failure(names[i], i, exc)))
             bar.update(outcomes[-1][0])
+    elif items and threads > 1:
+        outcomes = _run_batches(_resolve_client(client), fn, items, names, kwargs, bar, threads)
     elif items:
-        dask_client = _resolve_client(client)
-        if threads > 1:
-            outcomes = _run_batches(dask_client, fn, items, names, kwargs, bar, threads)
-        else:
-            outcomes = _run_distributed(dask_client, fn, items, names, kwargs, bar)
-        _release_heaps(dask_client)
+        outcomes = _run_distributed(_resolve_client(client), fn, items, names, kwargs, bar)
     results = GranuleResults(
         [value for ok, value in outcomes if ok],
         [n for n, (ok, _) in zip(names, outcomes) if ok],
@@ -325,17 +322,6 @@ def map_granules(
     if results.skipped and on_error == "raise":
         raise GranuleError(results.skipped, len(items))
     return results
-
-
-def _release_heaps(client: Any) -> None:
-    """The workers' and this process's freed heap handed back after a fan-out (:func:`release_heap`): the
-    results crossed the network into buffers of Dask's communication threads, and an idle worker keeps
-    what its tasks freed, both under the frame the caller builds next."""
-    release_heap()
-    try:
-        client.run(release_heap)
-    except Exception:  # a worker restarting or gone: nothing to hand back there
-        pass
 
 
 def _run_distributed(client: Any, fn: Callable[..., Any], items: list[Any], names: list[str],
