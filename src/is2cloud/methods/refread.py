@@ -103,10 +103,10 @@ class GranuleRefs(ABC):
     def zarr_group(self) -> Any:
         """The granule as a Zarr group (for :func:`~is2cloud.methods.lazyread.read_granule_group`)."""
 
-    async def load(self) -> None:  # noqa: B027 (a hook: most stores keep nothing to load)
+    async def load(self) -> None:  # a hook: most stores keep nothing to load
         """Fetch what the lookups need (called for each group of granules before it is read)."""
 
-    def release(self) -> None:  # noqa: B027
+    def release(self) -> None:
         """Let go of what :meth:`load` fetched (called once the granule's group is read)."""
 
 
