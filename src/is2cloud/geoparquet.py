@@ -244,6 +244,24 @@ def _point_wkb(xy: np.ndarray) -> pa.Array:
     return pa.BinaryArray.from_buffers(pa.binary(), len(xy), [None, pa.py_buffer(offsets), pa.py_buffer(rec)])
 
 
+def _covering(lo: np.ndarray, hi: np.ndarray) -> pa.StructArray:
+    """The bbox covering column from per-row (xmin, ymin) and (xmax, ymax), null where they are NaN (missing
+    or empty geometries). For points ``lo is hi``: xmin and xmax are then one Arrow array, held once."""
+    missing = np.isnan(lo[:, 0])
+    mask = missing if missing.any() else None
+
+    def column(values: np.ndarray) -> pa.Array:
+        return pa.array(np.ascontiguousarray(values), type=pa.float64(), mask=mask)
+
+    x, y = column(lo[:, 0]), column(lo[:, 1])
+    if hi is not lo:
+        x_hi, y_hi = column(hi[:, 0]), column(hi[:, 1])
+    else:
+        x_hi, y_hi = x, y
+    return pa.StructArray.from_arrays([x, y, x_hi, y_hi], names=list(_BBOX_FIELDS),
+                                      mask=None if mask is None else pa.array(mask))
+
+
 def _crs_json(crs: Any) -> dict[str, Any] | None:
     return None if crs is None else json.loads(crs.to_json())
 
@@ -287,7 +305,7 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
 
     df = pd.DataFrame(gdf.copy(deep=False))
     columns_meta: dict[str, Any] = {}
-    boxes: dict[str, np.ndarray] = {}
+    coverings: dict[str, pa.StructArray] = {}
     points: dict[str, pa.Array] = {}  # columns of plain 2D points, encoded straight to Arrow
     for c in geo_cols:
         series = gdf[c]
@@ -296,21 +314,23 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
         if xy is not None:
             points[c] = _point_wkb(xy)
             df[c] = np.zeros(len(df), dtype="i1")  # placeholder, replaced in the table below
-            b = np.concatenate([xy, xy], axis=1)
+            lo = hi = xy  # a point is its own box
             types = ["Point"]
         else:
             has_z = bool(np.any(shapely.has_z(geoms[~shapely.is_missing(geoms)])))
             df[c] = shapely.to_wkb(geoms, flavor="iso", output_dimension=3 if has_z else 2)
             b = _bounds(geoms)
+            lo, hi = b[:, :2], b[:, 2:]
             types = _type_names(geoms)
-        boxes[c] = b
-        valid = ~np.isnan(b[:, 0])
+        coverings[c] = _covering(lo, hi)
+        valid = ~np.isnan(lo[:, 0])
         meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": _crs_json(series.crs)}
         if valid.any():
-            meta["bbox"] = [float(b[valid, 0].min()), float(b[valid, 1].min()),
-                            float(b[valid, 2].max()), float(b[valid, 3].max())]
+            meta["bbox"] = [float(lo[valid, 0].min()), float(lo[valid, 1].min()),
+                            float(hi[valid, 0].max()), float(hi[valid, 1].max())]
         meta["covering"] = {"bbox": {k: [covering_names[c], k] for k in _BBOX_FIELDS}}
         columns_meta[c] = meta
+        del xy, lo, hi, geoms
     table = pa.Table.from_pandas(df, preserve_index=index)
     for c, wkb in points.items():
         table = table.set_column(table.schema.get_field_index(c), c, wkb)
@@ -319,13 +339,7 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
         if pa.types.is_null(table.schema.field(i).type):
             table = table.set_column(i, c, table.column(c).cast(pa.binary()))
     for c in geo_cols:
-        b = boxes[c]
-        mask = np.isnan(b[:, 0])
-        struct = pa.StructArray.from_arrays(
-            [pa.array(b[:, i], type=pa.float64(), mask=mask) for i in range(4)], names=list(_BBOX_FIELDS),
-            mask=pa.array(mask))
-        at = table.schema.get_field_index(c) + 1
-        table = table.add_column(at, covering_names[c], struct)
+        table = table.add_column(table.schema.get_field_index(c) + 1, covering_names[c], coverings.pop(c))
     geo = {"version": GEOPARQUET_VERSION, "primary_column": primary, "columns": columns_meta}
     kv = dict(table.schema.metadata or {})
     kv[b"geo"] = json.dumps(geo).encode()
