@@ -225,3 +225,51 @@ def test_no_collection_while_h5py_may_be_reading_an_fsspec_file(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+_THREAD_HEAP = """
+import sys, threading
+if sys.argv[1] == "is2cloud":
+    import is2cloud  # noqa: F401  (pins the mmap threshold)
+import numpy as np, psutil
+
+def rss():
+    return psutil.Process().memory_info().rss
+
+def work(out):
+    big = np.ones(16 << 20, dtype="u1")  # freed: glibc raises its mmap threshold to 16 MiB
+    del big
+    r0 = rss()
+    arrays = [np.ones((1 << 20) if i % 2 == 0 else 1024, dtype="u1") for i in range(96)]  # 48 MiB, small between
+    del arrays[::2]  # the 1 MiB arrays: holes below the small ones that stay
+    out.append((rss() - r0) >> 20)
+
+out = []
+t = threading.Thread(target=work, args=(out,))
+t.start()
+t.join()
+print(out[0])
+"""
+
+
+def test_importing_is2cloud_lets_a_threads_freed_arrays_go_back_to_the_system():
+    """Arrays decoded in a reader's threads and freed go back to the operating system once is2cloud is
+    imported (its pinned mmap threshold), where glibc alone keeps them in the thread's arena."""
+    import os
+    import subprocess
+    import sys
+
+    from is2cloud.parallel import pin_mmap_threshold
+
+    if not pin_mmap_threshold():
+        pytest.skip("not glibc: no mmap threshold to pin")
+
+    def kept_mib(mode: str) -> int:
+        # without the glibc tunables Dask puts in os.environ for its workers (they also stop the sliding)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        done = subprocess.run([sys.executable, "-c", _THREAD_HEAP, mode], capture_output=True, text=True, check=True,
+                              env=env)
+        return int(done.stdout.strip())
+
+    assert kept_mib("plain") >= 32, "the control case should keep the freed arrays (glibc's sliding threshold)"
+    assert kept_mib("is2cloud") <= 8
