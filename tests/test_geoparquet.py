@@ -144,6 +144,26 @@ def test_row_groups_are_bounded_and_carry_bbox_statistics(tmp_path):
     assert stats.has_min_max and stats.min == gdf.geometry.x.iloc[:1000].min()
 
 
+def test_a_frame_written_a_slice_at_a_time_is_the_file_written_whole(tmp_path, monkeypatch):
+    """Large frames go to Arrow a slice at a time; the file has the same rows, row groups and metadata as
+    one written from a single table (whole-frame bbox and index), also when a column has no value at all
+    in the first slice (pandas types it null there)."""
+    gdf = points(1000, west=-60)
+    gdf.loc[gdf.index[600:], "h_li"] = np.float32(7)
+    gdf["note"] = [None] * 300 + ["late"] * 700
+    gp.write_geoparquet(gdf, tmp_path / "whole.parquet", row_group_size=100)
+    monkeypatch.setattr(gp, "WRITE_SLICE_ROWS", 250)  # 2 row groups per slice: 5 slices
+    gp.write_geoparquet(gdf, tmp_path / "sliced.parquet", row_group_size=100)
+    whole, sliced = pq.ParquetFile(tmp_path / "whole.parquet"), pq.ParquetFile(tmp_path / "sliced.parquet")
+    assert sliced.metadata.num_row_groups == whole.metadata.num_row_groups == 10
+    assert sliced.schema_arrow.equals(whole.schema_arrow, check_metadata=True)
+    assert json.loads(sliced.schema_arrow.metadata[b"geo"])["columns"]["geometry"]["bbox"][0] < -59
+    back = gp.read_geoparquet(tmp_path / "sliced.parquet")
+    pd.testing.assert_frame_equal(pd.DataFrame(back), pd.DataFrame(gp.read_geoparquet(tmp_path / "whole.parquet")))
+    pd.testing.assert_frame_equal(pd.DataFrame(back.drop(columns="geometry")), pd.DataFrame(gdf.drop(columns="geometry")))
+    assert back.geometry.geom_equals(gdf.geometry).all()
+
+
 def test_bbox_read_filters_rows_and_skips_row_groups(tmp_path, monkeypatch):
     gdf = points(3000, west=-60, east=-20)
     gdf = gdf.iloc[np.argsort(gdf.geometry.x.to_numpy())]  # spatially ordered, so row groups have tight boxes
@@ -193,11 +213,13 @@ def test_failed_local_write_leaves_the_old_file_and_no_temporary(tmp_path, monke
     target = tmp_path / "out.parquet"
     target.write_bytes(b"previous result")
 
-    def broken(table, where, **kw):
-        where.write(b"PAR1 partial bytes")
+    real = gp.pq.ParquetWriter.write_table
+
+    def broken(self, table, **kw):  # the disk fills after the first slice
+        real(self, table, **kw)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(gp.pq, "write_table", broken)
+    monkeypatch.setattr(gp.pq.ParquetWriter, "write_table", broken)
     with pytest.raises(gp.OutputPathError, match="out.parquet"):
         gp.write_geoparquet(points(10), target)
     assert target.read_bytes() == b"previous result"

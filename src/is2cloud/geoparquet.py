@@ -61,6 +61,9 @@ GEOPARQUET_VERSION = "1.1.0"
 # statistics; ~64 k points of one beam span ~1300 km of track (20 m posting) in a few MB, which keeps
 # the skip useful for a regional AOI without making the footer large.
 DEFAULT_ROW_GROUP_ROWS = 65_536
+# Rows converted to Arrow and written at a time (rounded down to whole row groups): a 1.69 M-row subset
+# converted whole held ~150 MB over the frame while it was written.
+WRITE_SLICE_ROWS = 8 * DEFAULT_ROW_GROUP_ROWS
 # Objects up to this size go to S3 in one PUT; larger ones as one multipart upload of PART_BYTES parts.
 # What is being sent is held in memory (a PUT's whole body): with 64 MiB and 16 MiB parts, uploading a
 # bench-scale subset (1.69 M rows) was the largest moment of its write, 160 MB over the frame; now ~95 MB.
@@ -284,90 +287,122 @@ def to_arrow(gdf: Any, *, metadata: Mapping[str, Any] | None = None, index: bool
     values as JSON. ``index`` as in ``pyarrow.Table.from_pandas`` (None: a RangeIndex is kept as
     metadata only, any other index as columns).
     """
-    import geopandas as gpd
+    conv = _Conversion(gdf, metadata=metadata, index=index)
+    return conv.rows(0, len(conv.df)).replace_schema_metadata(conv.schema.metadata)
 
-    if not isinstance(gdf, gpd.GeoDataFrame):
-        raise GeoParquetError(f"expected a GeoDataFrame, got {type(gdf).__name__}")
-    geo_cols = _geometry_columns(gdf)
-    if not geo_cols:
-        raise GeoParquetError("the GeoDataFrame has no geometry column")
-    try:
-        primary = gdf.geometry.name
-    except AttributeError:
-        raise GeoParquetError("the GeoDataFrame has no active geometry column; call set_geometry()") from None
-    extra = dict(metadata or {})
-    clash = RESERVED_KEYS & set(extra)
-    if clash:
-        raise GeoParquetError(f"metadata keys {sorted(clash)} are reserved (written by the GeoParquet writer)")
-    covering_names = {c: ("bbox" if c == primary else f"{c}_bbox") for c in geo_cols}
-    taken = set(map(str, gdf.columns)) - set(geo_cols)
-    for c, cov in covering_names.items():
-        if cov in taken:
-            raise GeoParquetError(f"cannot add the covering column {cov!r} for {c!r}: a column of that name exists")
 
-    df = pd.DataFrame(gdf.copy(deep=False))
-    columns_meta: dict[str, Any] = {}
-    coverings: dict[str, pa.StructArray] = {}
-    points: dict[str, pa.Array] = {}  # columns of plain 2D points, encoded straight to Arrow
-    for c in geo_cols:
-        series = gdf[c]
-        geoms = np.asarray(series.values, dtype=object)
-        xy = _plain_points(geoms)
-        if xy is not None:
-            points[c] = _point_wkb(xy)
-            df[c] = np.zeros(len(df), dtype="i1")  # placeholder, replaced in the table below
-            lo = hi = xy  # a point is its own box
-            types = ["Point"]
-        else:
-            has_z = bool(np.any(shapely.has_z(geoms[~shapely.is_missing(geoms)])))
-            df[c] = shapely.to_wkb(geoms, flavor="iso", output_dimension=3 if has_z else 2)
-            b = _bounds(geoms)
-            lo, hi = b[:, :2], b[:, 2:]
-            types = _type_names(geoms)
-        coverings[c] = _covering(lo, hi)
-        valid = ~np.isnan(lo[:, 0])
-        meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": _crs_json(series.crs)}
-        if valid.any():
-            meta["bbox"] = [float(lo[valid, 0].min()), float(lo[valid, 1].min()),
-                            float(hi[valid, 0].max()), float(hi[valid, 1].max())]
-        meta["covering"] = {"bbox": {k: [covering_names[c], k] for k in _BBOX_FIELDS}}
-        columns_meta[c] = meta
-        del xy, lo, hi, geoms
-    table = pa.Table.from_pandas(df, preserve_index=index)
-    for c, wkb in points.items():
-        table = table.set_column(table.schema.get_field_index(c), c, wkb)
-    for c in geo_cols:  # no rows (or only missing geometries): pandas gives Arrow no type but null
-        i = table.schema.get_field_index(c)
-        if pa.types.is_null(table.schema.field(i).type):
-            table = table.set_column(i, c, table.column(c).cast(pa.binary()))
-    for c in geo_cols:
-        table = table.add_column(table.schema.get_field_index(c) + 1, covering_names[c], coverings.pop(c))
-    geo = {"version": GEOPARQUET_VERSION, "primary_column": primary, "columns": columns_meta}
-    kv = dict(table.schema.metadata or {})
-    kv[b"geo"] = json.dumps(geo).encode()
-    for k, v in extra.items():
-        kv[str(k).encode()] = _encode_value(v)
-    return table.replace_schema_metadata(kv)
+class _Conversion:
+    """A GeoDataFrame on its way to Arrow (:func:`to_arrow`): its geometry columns encoded once (points
+    keep only their coordinates), the schema and metadata of the whole frame, and :meth:`rows` for the
+    table of some of its rows, so that a large frame can be written a slice at a time rather than held
+    a second time as one Arrow table."""
+
+    def __init__(self, gdf: Any, *, metadata: Mapping[str, Any] | None, index: bool | None):
+        import geopandas as gpd
+
+        if not isinstance(gdf, gpd.GeoDataFrame):
+            raise GeoParquetError(f"expected a GeoDataFrame, got {type(gdf).__name__}")
+        geo_cols = _geometry_columns(gdf)
+        if not geo_cols:
+            raise GeoParquetError("the GeoDataFrame has no geometry column")
+        try:
+            primary = gdf.geometry.name
+        except AttributeError:
+            raise GeoParquetError("the GeoDataFrame has no active geometry column; call set_geometry()") from None
+        extra = dict(metadata or {})
+        clash = RESERVED_KEYS & set(extra)
+        if clash:
+            raise GeoParquetError(f"metadata keys {sorted(clash)} are reserved (written by the GeoParquet writer)")
+        self.covering_names = {c: ("bbox" if c == primary else f"{c}_bbox") for c in geo_cols}
+        taken = set(map(str, gdf.columns)) - set(geo_cols)
+        for c, cov in self.covering_names.items():
+            if cov in taken:
+                raise GeoParquetError(f"cannot add the covering column {cov!r} for {c!r}: a column of that name "
+                                      "exists")
+        self.index = index
+        self.df = df = pd.DataFrame(gdf.copy(deep=False))
+        self.boxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per geometry column: (xmin, ymin), (xmax, ymax)
+        self.points: set[str] = set()  # columns of plain 2D points, encoded straight to Arrow from (x, y)
+        columns_meta: dict[str, Any] = {}
+        for c in geo_cols:
+            series = gdf[c]
+            geoms = np.asarray(series.values, dtype=object)
+            xy = _plain_points(geoms)
+            if xy is not None:
+                self.points.add(c)
+                df[c] = np.zeros(len(df), dtype="i1")  # placeholder, replaced in each table
+                lo = hi = xy  # a point is its own box
+                types = ["Point"]
+            else:
+                has_z = bool(np.any(shapely.has_z(geoms[~shapely.is_missing(geoms)])))
+                df[c] = shapely.to_wkb(geoms, flavor="iso", output_dimension=3 if has_z else 2)
+                b = _bounds(geoms)
+                lo, hi = b[:, :2], b[:, 2:]
+                types = _type_names(geoms)
+            self.boxes[c] = (lo, hi)
+            valid = ~np.isnan(lo[:, 0])
+            meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": types, "crs": _crs_json(series.crs)}
+            if valid.any():
+                meta["bbox"] = [float(lo[valid, 0].min()), float(lo[valid, 1].min()),
+                                float(hi[valid, 0].max()), float(hi[valid, 1].max())]
+            meta["covering"] = {"bbox": {k: [self.covering_names[c], k] for k in _BBOX_FIELDS}}
+            columns_meta[c] = meta
+        geo = {"version": GEOPARQUET_VERSION, "primary_column": primary, "columns": columns_meta}
+        # The whole frame's fields and metadata (pandas' index and dtypes, geo, the caller's keys): a file
+        # written a slice at a time holds them; each slice's table is made to fit them (rows).
+        whole = pa.Schema.from_pandas(df, preserve_index=index)
+        kv = dict(whole.metadata or {})
+        kv[b"geo"] = json.dumps(geo).encode()
+        for k, v in extra.items():
+            kv[str(k).encode()] = _encode_value(v)
+        no_rows = np.empty((0, 2))
+        for c, name in self.covering_names.items():
+            i = whole.get_field_index(c)
+            whole = whole.set(i, pa.field(c, pa.binary())).insert(i + 1, pa.field(name, _covering(no_rows, no_rows).type))
+        self.fields = whole.remove_metadata()
+        self.schema = whole.with_metadata(kv)
+
+    def rows(self, start: int, stop: int) -> pa.Table:
+        """Rows ``start:stop`` as Arrow, with the fields of :attr:`schema` (not its metadata)."""
+        table = pa.Table.from_pandas(self.df.iloc[start:stop], preserve_index=self.index)
+        for c in self.points:
+            xy = self.boxes[c][0][start:stop]
+            table = table.set_column(table.schema.get_field_index(c), c, _point_wkb(xy))
+        for c, name in self.covering_names.items():
+            lo, hi = self.boxes[c]
+            lo_rows = lo[start:stop]
+            covering = _covering(lo_rows, lo_rows if hi is lo else hi[start:stop])
+            table = table.add_column(table.schema.get_field_index(c) + 1, name, covering)
+        table = table.replace_schema_metadata(None)
+        # a column with no value in these rows comes out of pandas typed null: give it the frame's type
+        return table if table.schema.equals(self.fields) else table.cast(self.fields)
 
 
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _write_parquet(table: pa.Table, where: str | IO[bytes], row_group_size: int, compression: str) -> None:
+def _write_parquet(conv: _Conversion, where: str | IO[bytes], row_group_size: int, compression: str) -> None:
+    """Write the frame a slice of :data:`WRITE_SLICE_ROWS` (whole row groups) at a time: the row groups and
+    metadata of one table, without the whole frame held as Arrow beside itself."""
+    schema = conv.schema
     # Dictionary encoding only where values repeat (strings, categoricals): trying it on floats and WKB
     # costs as much as the rest of the write and pyarrow gives up on them anyway.
-    dictionary = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)
+    dictionary = [f.name for f in schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)
                   or pa.types.is_large_string(f.type)]
-    pq.write_table(table, where, row_group_size=row_group_size, compression=compression,
-                   write_statistics=True, version="2.6", use_dictionary=dictionary)
+    n = len(conv.df)
+    step = max(1, WRITE_SLICE_ROWS // row_group_size) * row_group_size
+    with pq.ParquetWriter(where, schema, compression=compression, write_statistics=True, version="2.6",
+                          use_dictionary=dictionary) as writer:
+        for start in range(0, max(n, 1), step):  # no rows: one empty table, as pq.write_table writes
+            writer.write_table(conv.rows(start, min(n, start + step)), row_group_size=row_group_size)
 
 
-def _validate_written(path: str, table: pa.Table, label: str) -> None:
-    """Check a file this module just wrote from ``table`` (made by :func:`to_arrow`): its metadata as read
-    back from the file, and the coordinate ranges of the data (to_arrow derived the covering boxes and the
-    bboxes from the geometries themselves, so decoding every row again would check to_arrow against itself)."""
+def _validate_written(path: str, schema: pa.Schema, label: str) -> None:
+    """Check a file this module just wrote (``schema``: its :class:`_Conversion`'s): its metadata as read
+    back from the file, and the coordinate ranges of the data (the covering boxes and the bboxes were
+    derived from the geometries themselves, so decoding every row again would check them against themselves)."""
     validate_geoparquet(path, check_data=False, label=label)
-    geo = json.loads(table.schema.metadata[b"geo"])
+    geo = json.loads(schema.metadata[b"geo"])
     problems = []
     for name, meta in geo["columns"].items():
         if "bbox" in meta:
@@ -397,20 +432,20 @@ def write_geoparquet(
         raise ValueError(f"row_group_size must be positive, not {row_group_size}")
     if _is_s3(path):
         refuse_archive_bucket(path, "GeoParquet")
-    table = to_arrow(gdf, metadata=metadata, index=index)
+    conv = _Conversion(gdf, metadata=metadata, index=index)
     if _is_s3(path):
         url = str(path)
         bucket, key = _split_s3(url)
         fs = _s3fs(credentials, storage_options, url)
         with tempfile.TemporaryDirectory(prefix="is2cloud-gpq-") as tmp:
             local = Path(tmp) / "part.parquet"
-            _write_parquet(table, str(local), row_group_size, compression)
-            _validate_written(str(local), table, url)
-            del table  # the file holds it now: not in memory under the upload's buffers
+            _write_parquet(conv, str(local), row_group_size, compression)
+            _validate_written(str(local), conv.schema, url)
+            del conv  # the file holds it now: not in memory under the upload's buffers
             pa.default_memory_pool().release_unused()
             _upload_atomic(fs, local, bucket, key, url)
         return url
-    return str(_write_local_atomic(table, _local_path(path), row_group_size, compression))
+    return str(_write_local_atomic(conv, _local_path(path), row_group_size, compression))
 
 
 def umask() -> int:
@@ -431,7 +466,7 @@ def chmod_as_new(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~umask())
 
 
-def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compression: str) -> Path:
+def _write_local_atomic(conv: _Conversion, final: Path, row_group_size: int, compression: str) -> Path:
     final = final.expanduser().absolute()
     if final.is_dir():
         raise OutputPathError(f"cannot write {str(final)!r}: it is a directory")
@@ -449,10 +484,10 @@ def _write_local_atomic(table: pa.Table, final: Path, row_group_size: int, compr
     try:
         chmod_as_new(fd)
         with os.fdopen(fd, "wb") as fh:
-            _write_parquet(table, fh, row_group_size, compression)
+            _write_parquet(conv, fh, row_group_size, compression)
             fh.flush()
             os.fsync(fh.fileno())
-        _validate_written(str(tmp), table, str(final))
+        _validate_written(str(tmp), conv.schema, str(final))
         os.replace(tmp, final)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
