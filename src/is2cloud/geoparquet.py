@@ -78,6 +78,7 @@ _SHAPELY_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LineString", 3: "Polygon
                        5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
 _VERSION_RE = re.compile(r"^1\.(\d+)\.(\d+)(-[0-9A-Za-z.]+)?$")
 _BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+_COVERING_TYPE = pa.struct([pa.field(k, pa.float64()) for k in _BBOX_FIELDS])  # what _covering makes
 
 
 class GeoParquetError(ValueError):
@@ -355,10 +356,9 @@ class _Conversion:
         kv[b"geo"] = json.dumps(geo).encode()
         for k, v in extra.items():
             kv[str(k).encode()] = _encode_value(v)
-        no_rows = np.empty((0, 2))
         for c, name in self.covering_names.items():
             i = whole.get_field_index(c)
-            whole = whole.set(i, pa.field(c, pa.binary())).insert(i + 1, pa.field(name, _covering(no_rows, no_rows).type))
+            whole = whole.set(i, pa.field(c, pa.binary())).insert(i + 1, pa.field(name, _COVERING_TYPE))
         self.fields = whole.remove_metadata()
         self.schema = whole.with_metadata(kv)
 

@@ -29,6 +29,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
@@ -185,24 +186,30 @@ def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     decodes them, and a thread's heap keeps what is freed below what is still held: a virtual-store query
     that kept 13 MB of rows at book scale grew by 207 MB, and by 52 MB with the threshold pinned
     (``MALLOC_MMAP_THRESHOLD_`` has the same effect, but only when set before the process starts)."""
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):  # not glibc
-        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold)))
 
 
 def release_heap() -> None:
     """Hand the C heap's free pages back to the operating system (glibc's ``malloc_trim``; a few
     milliseconds; elsewhere nothing): after a large frame is assembled, the copies it was made from are
     free but stay in the process's resident size, under whatever comes next (writing it, say)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """glibc (``ctypes.CDLL``) when this process runs on it and it has ``mallopt`` and ``malloc_trim``,
+    else None."""
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 _paused = {"depth": 0, "enabled": False}
