@@ -164,6 +164,23 @@ def test_a_frame_written_a_slice_at_a_time_is_the_file_written_whole(tmp_path, m
     assert back.geometry.geom_equals(gdf.geometry).all()
 
 
+def test_float_columns_are_written_byte_stream_split_and_read_back_exactly(tmp_path):
+    """Coordinates, heights and the covering's boxes: BYTE_STREAM_SPLIT; the rest keeps its encodings."""
+    gdf = points(2000, west=-60)
+    gdf["latitude"], gdf["longitude"] = gdf.geometry.y, gdf.geometry.x
+    path = gp.write_geoparquet(gdf, tmp_path / "f.parquet", row_group_size=500)
+    meta = pq.ParquetFile(path).metadata
+    encodings = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i).encodings
+                 for i in range(meta.num_columns)}
+    floats = {"latitude", "longitude", "h_li", "bbox.xmin", "bbox.ymin", "bbox.xmax", "bbox.ymax"}
+    assert floats <= set(encodings)
+    assert all("BYTE_STREAM_SPLIT" in encodings[c] for c in floats)
+    assert not any("BYTE_STREAM_SPLIT" in e for c, e in encodings.items() if c not in floats)
+    back = gp.read_geoparquet(path)
+    pd.testing.assert_frame_equal(pd.DataFrame(back.drop(columns="geometry")), pd.DataFrame(gdf.drop(columns="geometry")))
+    assert back.geometry.geom_equals(gdf.geometry).all()
+
+
 def test_bbox_read_filters_rows_and_skips_row_groups(tmp_path, monkeypatch):
     gdf = points(3000, west=-60, east=-20)
     gdf = gdf.iloc[np.argsort(gdf.geometry.x.to_numpy())]  # spatially ordered, so row groups have tight boxes

