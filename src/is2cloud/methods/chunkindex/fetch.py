@@ -139,8 +139,10 @@ def _local_ranges(requests: Sequence[RangeRequest]) -> list[bytes]:
     return out
 
 
-def execute(plan: QueryPlan, *, credentials: Any = None, concurrency: int = 64, workers: int | None = None):
-    """Fetch, decode and clip what ``plan`` says (see :func:`subset`); returns the frame."""
+def execute(plan: QueryPlan, *, credentials: Any = None, concurrency: int = 64, workers: int = 0):
+    """Fetch, decode and clip what ``plan`` says (see :func:`subset`); returns the frame. ``workers``: threads
+    that decode and clip the ranges as they arrive (0: the event loop's own, as each arrives; the pieces are
+    small chunks, cheap beside their requests)."""
     asm = _Assembler(plan)
     by_range: dict[int, list[tuple[int, str, str, int, int]]] = {}
     for w, v, codec, kind, payload in plan.pieces:
@@ -165,8 +167,7 @@ def execute(plan: QueryPlan, *, credentials: Any = None, concurrency: int = 64, 
 
             credentials = get_credentials("read")
         try:
-            fetch_ranges(credentials, plan.requests, concurrency=concurrency, process=process,
-                         workers=workers or min(8, os.cpu_count() or 1))
+            fetch_ranges(credentials, plan.requests, concurrency=concurrency, process=process, workers=workers)
         except ObjectChangedError as exc:
             raise StaleIndexError(f"{exc}: the chunk index is stale; rebuild it (chunkindex.build appends and "
                                   "re-indexes changed granules)") from None
