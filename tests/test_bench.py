@@ -31,6 +31,39 @@ def test_measure_reads_rows_and_granules_from_the_result(tmp_path):
     assert list(table["name"]) == ["x", "y"] and "result" not in table.columns
 
 
+def test_the_lower_bound_adds_the_uploads_that_follow_the_reads():
+    from is2cloud.bench import lower_bound
+
+    reads = lower_bound(100, 50_000_000, 0.03, 100e6, 10)
+    assert reads == pytest.approx(10 * 0.03 + 0.05)
+    # one 15 MB PUT after the reads: its latency and its bytes through one connection
+    assert lower_bound(100, 50_000_000, 0.03, 100e6, 10, uploads=1, upload_bytes=15_000_000) == \
+        pytest.approx(reads + 0.03 + 0.15)
+    # two parts at once
+    assert lower_bound(100, 50_000_000, 0.03, 100e6, 10, uploads=2, upload_bytes=16_000_000,
+                       upload_concurrency=2) == pytest.approx(reads + 0.03 + 0.08)
+
+
+def test_measure_counts_the_output_written_after_the_reads_in_the_lower_bound(archive_cloud, test_archive, tmp_path):
+    """A PUT that follows the GETs (a subset's GeoParquet) is in the bound; one before them is not."""
+    obj = test_archive.objects[0]
+    fs = archive_cloud.credentials().s3fs()
+    out = f"{archive_cloud.buckets[0]}/bench/lower-bound"
+    archive_cloud.set_profile("in-region")
+    try:
+        with measure("read then write", cloud=archive_cloud, results=tmp_path / "m.csv") as m:
+            fs.pipe_file(f"{out}/before", b"x" * 1_000_000)  # not from what is read: may overlap the reads
+            fs.cat_file(f"{obj['bucket']}/{obj['key']}", start=0, end=4096)
+            fs.pipe_file(f"{out}/after", b"y" * 2_000_000)
+    finally:
+        archive_cloud.set_profile("none")
+    assert m.gets == 1 and m.upload_bytes == 2_000_000
+    reads = m.latency_s + 4096 / (m.bandwidth_MBps * 1e6 * m.concurrency)
+    assert m.lower_bound_s == pytest.approx(reads + m.latency_s + 2_000_000 / (m.bandwidth_MBps * 1e6))
+    assert "2.00 MB written after the reads" in str(m)
+    assert load_results(tmp_path / "m.csv")["upload_bytes"].tolist() == [2_000_000]
+
+
 def test_results_written_by_another_version_keep_every_row(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("name,wall_s\nold,1.5\n")

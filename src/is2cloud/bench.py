@@ -19,7 +19,9 @@
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
   ``ceil(GETs / concurrency) * latency + bytes / (bandwidth * concurrency)``, with ``concurrency`` the
-  peak number of simultaneous requests seen in the ledger unless given.
+  peak number of simultaneous requests seen in the ledger unless given; plus, for what the block uploaded
+  after its last GET had ended (the output it wrote from what it read, which no upload can carry before
+  the reads are done), the same sum over those uploads at their own peak concurrency.
 * :func:`compare` shows measurements side by side: a table, bars, and one labelled sentence.
 
 Each measurement is appended to a CSV results table (``results/measurements.csv`` by default, or
@@ -74,6 +76,7 @@ class Measurement:
     get_bytes: int | None = None
     faults: int | None = None
     concurrency: int | None = None
+    upload_bytes: int | None = None  # uploaded after the last GET ended (the output): in the lower bound
     lower_bound_s: float | None = None
     granules: int | None = None
     rows: int | None = None
@@ -116,7 +119,8 @@ class Measurement:
         if self.gets is not None:
             parts.append(f"{self.gets} GETs, {self.get_bytes / 1e6:.2f} MB")
         if self.lower_bound_s is not None:
-            parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}")
+            written = f" + {self.upload_bytes / 1e6:.2f} MB written after the reads" if self.upload_bytes else ""
+            parts.append(f"network lower bound {self.lower_bound_s:.2f} s at concurrency {self.concurrency}{written}")
         parts.append(f"[{self.mode}, scale={self.scale}, profile={self.profile}]")
         if self.origin:
             parts.append(self.origin)
@@ -244,13 +248,23 @@ def peak_concurrency(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-def lower_bound(gets: int, nbytes: int, latency_s: float, bandwidth_Bps: float, concurrency: int) -> float:
-    """Time the network model alone needs: ``ceil(GETs/c) * latency + bytes / (bandwidth * c)``."""
-    c = max(1, concurrency)
-    t = math.ceil(gets / c) * latency_s
-    if bandwidth_Bps:
-        t += nbytes / (bandwidth_Bps * c)
-    return t
+def lower_bound(gets: int, nbytes: int, latency_s: float, bandwidth_Bps: float, concurrency: int, *,
+                uploads: int = 0, upload_bytes: int = 0, upload_concurrency: int = 1) -> float:
+    """Time the network model alone needs: ``ceil(GETs/c) * latency + bytes / (bandwidth * c)``, plus the
+    same for ``uploads`` that could only start once the GETs were done (``upload_bytes`` at
+    ``upload_concurrency``)."""
+    def phase(requests: int, nbytes: int, concurrency: int) -> float:
+        c = max(1, concurrency)
+        return math.ceil(requests / c) * latency_s + (nbytes / (bandwidth_Bps * c) if bandwidth_Bps else 0.0)
+
+    return phase(gets, nbytes, concurrency) + (phase(uploads, upload_bytes, upload_concurrency) if uploads else 0.0)
+
+
+def uploads_after_reads(rows: list[Any]) -> list[Any]:
+    """The ledger rows that uploaded a body after every GET of ``rows`` had ended: the output a block wrote
+    from what it had read (a PUT, or the parts of a multipart upload)."""
+    reads_end = max((r.start_s + r.duration_s for r in rows if r.verb == "GET" and r.key), default=-math.inf)
+    return [r for r in rows if r.upload_bytes and r.start_s >= reads_end]
 
 
 @contextmanager
@@ -313,7 +327,12 @@ def measure(
         m.get_bytes = sum(r.bytes for r in gets)
         m.faults = sum(1 for r in rows if r.fault)
         m.concurrency = concurrency or max(1, peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in rows]))
-        m.lower_bound_s = lower_bound(m.gets, m.get_bytes, m.latency_s, m.bandwidth_MBps * 1e6, m.concurrency)
+        written = uploads_after_reads(rows)
+        m.upload_bytes = sum(r.upload_bytes for r in written)
+        m.lower_bound_s = lower_bound(m.gets, m.get_bytes, m.latency_s, m.bandwidth_MBps * 1e6, m.concurrency,
+                                      uploads=len(written), upload_bytes=m.upload_bytes,
+                                      upload_concurrency=peak_concurrency([(r.start_s, r.start_s + r.duration_s)
+                                                                           for r in written]))
     if record:
         append_result(m, results)
 
@@ -794,7 +813,8 @@ def reference_key(sources: list, area: Any, *, mode: str, scale: str, profile: s
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 
-_INT_FIELDS = ("requests", "gets", "get_bytes", "faults", "concurrency", "granules", "rows", "physical_bytes", "cores")
+_INT_FIELDS = ("requests", "gets", "get_bytes", "faults", "concurrency", "upload_bytes", "granules", "rows",
+               "physical_bytes", "cores")
 _FLOAT_FIELDS = ("latency_s", "bandwidth_MBps", "wall_s", "cpu_s", "server_cpu_s", "peak_rss_MB", "lower_bound_s",
                  "server_peak_rss_MB", "client_peak_rss_MB")
 _OPTIONAL_FLOATS = ("server_cpu_s", "lower_bound_s", "server_peak_rss_MB", "client_peak_rss_MB")  # empty: None
