@@ -209,3 +209,8 @@ def test_sort_keeps_a_frame_already_in_order_and_orders_ties_by_every_key():
     both = pd.concat([gdf, b], ignore_index=True)
     assert _in_canonical_order(both)
     assert not _in_canonical_order(pd.concat([b, gdf], ignore_index=True))
+    # keys held as Python objects compare the same way; a missing key value leaves the order to sort_values
+    plain = pd.DataFrame({"granule": ["a", "a", "b"], "track_id": ["gt1l", "gt2l", "gt1l"], "segment_id": [5, 1, 0]},
+                         dtype=object)
+    assert _in_canonical_order(plain) and not _in_canonical_order(plain.iloc[::-1])
+    assert not _in_canonical_order(plain.assign(granule=["a", None, "b"]))

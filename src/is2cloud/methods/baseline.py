@@ -513,7 +513,8 @@ def assemble(parts: Sequence[dict[str, np.ndarray]], variables: Sequence[str] = 
         for c in list(parts[0]):  # each column's pieces are let go once joined: the subset is not held twice
             cols[c] = np.concatenate([p.pop(c) for p in parts])
         release_heap()  # the pieces' heap, before the frame and its geometries are made
-        frame = canonical_frame({c: v for c, v in cols.items() if c not in extras}, sort=False, copy=False)
+        # canonical_frame empties the dict it is given, letting each column go once converted
+        frame = canonical_frame({c: cols.pop(c) for c in list(cols) if c not in extras}, sort=False, copy=False)
         for c in extras:
             frame[c] = cols[c]
         del cols
