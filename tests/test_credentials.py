@@ -156,3 +156,34 @@ def test_pyarrow_and_gdal_adapters_point_at_the_endpoint(creds, cloud):
     s3.put_object(Bucket="is2cloud-scratch", Key="cred/pa", Body=b"abcdef")
     with creds.pyarrow_fs().open_input_file("is2cloud-scratch/cred/pa") as f:
         assert f.read() == b"abcdef"
+
+
+def test_clients_of_the_same_credentials_share_one_boto3_session():
+    """Every boto3 Session keeps ~1 MB after it is gone: clients made over and over (a HEAD per granule)
+    come from one Session per credentials, so the process does not grow by a Session each time."""
+    import subprocess
+    import sys
+
+    from botocore.config import Config
+
+    a = cr.Credentials("AKIAEXAMPLEKEY000001", "not-a-secret", endpoint_url="http://127.0.0.1:9")
+    same = cr.Credentials("AKIAEXAMPLEKEY000001", "not-a-secret", endpoint_url="http://127.0.0.1:9")
+    other = cr.Credentials("AKIAEXAMPLEKEY000002", "not-a-secret")
+    assert a.boto3_session() is same.boto3_session() and a.boto3_session() is not other.boto3_session()
+    assert a.boto3_client("s3").meta.endpoint_url == "http://127.0.0.1:9"
+    assert a.boto3_client("s3", config=Config(read_timeout=7)).meta.config.read_timeout == 7
+    grow = """
+import gc, psutil
+from is2cloud.credentials import Credentials
+from is2cloud.parallel import release_heap
+def client():
+    return Credentials("AKIAEXAMPLEKEY000001", "not-a-secret", endpoint_url="http://127.0.0.1:9").boto3_client("s3")
+client(); gc.collect(); release_heap()
+before = psutil.Process().memory_info().rss
+for _ in range(100):
+    client()
+gc.collect(); release_heap()
+print(psutil.Process().memory_info().rss - before)
+"""
+    grew = int(subprocess.run([sys.executable, "-c", grow], capture_output=True, text=True, check=True).stdout)
+    assert grew < 40e6, f"100 clients grew the process by {grew / 1e6:.0f} MB"

@@ -411,7 +411,7 @@ def check_writable(spec: OutputSpec, credentials: Credentials | None) -> None:
     bucket, _ = _split_s3(spec.path)
     config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30,
                     s3={"addressing_style": "path"})
-    s3 = credentials.boto3_session().client("s3", endpoint_url=credentials.endpoint_url, config=config)
+    s3 = credentials.boto3_client("s3", config=config)
     try:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:

@@ -226,7 +226,8 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
     credentials, out_credentials = _default_credentials(credentials, out_credentials)
     t0 = time.perf_counter()
     targets = {copy_url(location, s.url) for s in sources}
-    existed = {url for url in targets if _head(out_credentials.fresh().boto3_client("s3"), url) is not None}
+    s3 = out_credentials.fresh().boto3_client("s3")
+    existed = {url for url in targets if _head(s3, url) is not None}
     try:
         copies = map_granules(_repack_one, sources, client, progress=progress, label="repack", location=location,
                               credentials=credentials, out_credentials=out_credentials, page_size=page_size,
