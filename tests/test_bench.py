@@ -46,6 +46,8 @@ def test_the_lower_bound_adds_the_uploads_that_follow_the_reads():
 
 def test_measure_counts_the_output_written_after_the_reads_in_the_lower_bound(archive_cloud, test_archive, tmp_path):
     """A PUT that follows the GETs (a subset's GeoParquet) is in the bound; one before them is not."""
+    from is2cloud import bench
+
     obj = test_archive.objects[0]
     fs = archive_cloud.credentials().s3fs()
     out = f"{archive_cloud.buckets[0]}/bench/lower-bound"
@@ -54,12 +56,15 @@ def test_measure_counts_the_output_written_after_the_reads_in_the_lower_bound(ar
         with measure("read then write", cloud=archive_cloud, results=tmp_path / "m.csv") as m:
             fs.pipe_file(f"{out}/before", b"x" * 1_000_000)  # not from what is read: may overlap the reads
             fs.cat_file(f"{obj['bucket']}/{obj['key']}", start=0, end=4096)
-            fs.pipe_file(f"{out}/after", b"y" * 2_000_000)
+            fs.pipe({f"{out}/after-1": b"y" * 1_000_000, f"{out}/after-2": b"z" * 1_000_000})  # both at once
     finally:
         archive_cloud.set_profile("none")
-    assert m.gets == 1 and m.upload_bytes == 2_000_000
-    reads = m.latency_s + 4096 / (m.bandwidth_MBps * 1e6 * m.concurrency)
-    assert m.lower_bound_s == pytest.approx(reads + m.latency_s + 2_000_000 / (m.bandwidth_MBps * 1e6))
+    ledger = [r for r in archive_cloud.ledger() if r.verb == "PUT" and "/after-" in r.key]
+    assert bench.peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in ledger]) == 2
+    # the reads went one at a time: the two uploads in flight after them do not divide their bound
+    assert m.gets == 1 and m.upload_bytes == 2_000_000 and m.concurrency == 1
+    reads = m.latency_s + 4096 / (m.bandwidth_MBps * 1e6)
+    assert m.lower_bound_s == pytest.approx(reads + m.latency_s + 2_000_000 / (m.bandwidth_MBps * 1e6 * 2))
     assert "2.00 MB written after the reads" in str(m)
     assert load_results(tmp_path / "m.csv")["upload_bytes"].tolist() == [2_000_000]
 

@@ -19,7 +19,7 @@
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
   ``ceil(GETs / concurrency) * latency + bytes / (bandwidth * concurrency)``, with ``concurrency`` the
-  peak number of simultaneous requests seen in the ledger unless given; plus, for what the block uploaded
+  peak number of simultaneous requests seen in the ledger up to the uploads below, unless given; plus, for what the block uploaded
   after its last GET had ended (the output it wrote from what it read, which no upload can carry before
   the reads are done), the same sum over those uploads at their own peak concurrency.
 * :func:`compare` shows measurements side by side: a table, bars, and one labelled sentence.
@@ -326,8 +326,11 @@ def measure(
         m.gets = len(gets)
         m.get_bytes = sum(r.bytes for r in gets)
         m.faults = sum(1 for r in rows if r.fault)
-        m.concurrency = concurrency or max(1, peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in rows]))
         written = uploads_after_reads(rows)
+        after = {r.seq for r in written}
+        # the reads' concurrency: a multipart upload's parts in flight after them do not divide the reads' bound
+        m.concurrency = concurrency or max(1, peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in rows
+                                                                if r.seq not in after]))
         m.upload_bytes = sum(r.upload_bytes for r in written)
         m.lower_bound_s = lower_bound(m.gets, m.get_bytes, m.latency_s, m.bandwidth_MBps * 1e6, m.concurrency,
                                       uploads=len(written), upload_bytes=m.upload_bytes,
