@@ -273,3 +273,30 @@ def test_importing_is2cloud_lets_a_threads_freed_arrays_go_back_to_the_system():
 
     assert kept_mib("plain") >= 32, "the control case should keep the freed arrays (glibc's sliding threshold)"
     assert kept_mib("is2cloud") <= 8
+
+
+def test_a_batchs_heap_is_handed_back_once_its_results_have_left_the_worker(dask_client, monkeypatch):
+    """After a threads=n fan-out each worker trims its heap, but only once the batch's results are gone from
+    its store (they sat in the reader threads' heaps until then)."""
+    import asyncio
+
+    from is2cloud import parallel
+
+    class Worker:
+        def __init__(self) -> None:
+            self.data = {"batch-0": b"columns"}
+
+    worker, trimmed = Worker(), []
+    monkeypatch.setattr(parallel, "trim_memory", lambda: trimmed.append(dict(worker.data)))
+
+    async def forget_later() -> None:
+        await asyncio.sleep(0.1)
+        worker.data.clear()
+
+    async def both() -> None:
+        await asyncio.gather(forget_later(), parallel._trim_once_released(["batch-0"], dask_worker=worker))
+
+    asyncio.run(both())
+    assert trimmed == [{}]  # trimmed once, after the results had left
+    # in the cluster's workers it runs (dask_worker given by client.run) and returns at once for unknown keys
+    assert set(dask_client.run(parallel._trim_once_released, ["no-such-key"]).values()) == {None}
