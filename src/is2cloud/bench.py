@@ -19,9 +19,9 @@
   In earthdata mode there is no ledger; those fields stay empty.
 * The lower bound is what the network model alone costs for the observed traffic:
   ``ceil(GETs / concurrency) * latency + bytes / (bandwidth * concurrency)``, with ``concurrency`` the
-  peak number of simultaneous requests seen in the ledger up to the uploads below, unless given; plus, for what the block uploaded
-  after its last GET had ended (the output it wrote from what it read, which no upload can carry before
-  the reads are done), the same sum over those uploads at their own peak concurrency.
+  peak number of simultaneous requests seen in the ledger up to the uploads below, unless given; plus, for
+  what the block uploaded after its last GET had ended (the output it wrote from what it read, which no
+  upload can carry before the reads are done), the same sum over those uploads at their own peak concurrency.
 * :func:`compare` shows measurements side by side: a table, bars, and one labelled sentence.
 
 Each measurement is appended to a CSV results table (``results/measurements.csv`` by default, or
@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import psutil
 
@@ -260,6 +260,11 @@ def lower_bound(gets: int, nbytes: int, latency_s: float, bandwidth_Bps: float, 
     return phase(gets, nbytes, concurrency) + (phase(uploads, upload_bytes, upload_concurrency) if uploads else 0.0)
 
 
+def _spans(rows: Iterable[Any]) -> list[tuple[float, float]]:
+    """(start, end) of each ledger row, for :func:`peak_concurrency`."""
+    return [(r.start_s, r.start_s + r.duration_s) for r in rows]
+
+
 def uploads_after_reads(rows: list[Any]) -> list[Any]:
     """The ledger rows that uploaded a body after every GET of ``rows`` had ended: the output a block wrote
     from what it had read (a PUT, or the parts of a multipart upload)."""
@@ -329,13 +334,11 @@ def measure(
         written = uploads_after_reads(rows)
         after = {r.seq for r in written}
         # the reads' concurrency: a multipart upload's parts in flight after them do not divide the reads' bound
-        m.concurrency = concurrency or max(1, peak_concurrency([(r.start_s, r.start_s + r.duration_s) for r in rows
-                                                                if r.seq not in after]))
+        m.concurrency = concurrency or max(1, peak_concurrency(_spans(r for r in rows if r.seq not in after)))
         m.upload_bytes = sum(r.upload_bytes for r in written)
         m.lower_bound_s = lower_bound(m.gets, m.get_bytes, m.latency_s, m.bandwidth_MBps * 1e6, m.concurrency,
                                       uploads=len(written), upload_bytes=m.upload_bytes,
-                                      upload_concurrency=peak_concurrency([(r.start_s, r.start_s + r.duration_s)
-                                                                           for r in written]))
+                                      upload_concurrency=peak_concurrency(_spans(written)))
     if record:
         append_result(m, results)
 

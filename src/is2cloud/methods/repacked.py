@@ -226,14 +226,14 @@ def prepare(granules: Iterable[Any], *, out: str | None = None, credentials: Any
     credentials, out_credentials = _default_credentials(credentials, out_credentials)
     t0 = time.perf_counter()
     targets = {copy_url(location, s.url) for s in sources}
-    s3 = out_credentials.fresh().boto3_client("s3")
+    s3 = _s3_client(out_credentials.fresh())
     existed = {url for url in targets if _head(s3, url) is not None}
     try:
         copies = map_granules(_repack_one, sources, client, progress=progress, label="repack", location=location,
                               credentials=credentials, out_credentials=out_credentials, page_size=page_size,
                               chunk_rows=chunk_rows)
     except BaseException:  # a failure or Ctrl-C: the new copies go, so the location never holds half a set
-        s3 = out_credentials.fresh().boto3_client("s3")
+        s3 = _s3_client(out_credentials.fresh())
         for url in sorted(targets - existed):
             s3.delete_object(Bucket=_split(url)[0], Key=_split(url)[1])
         raise
