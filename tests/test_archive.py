@@ -11,6 +11,7 @@ import h5py
 import pytest
 
 from is2cloud.granules import archive as arch
+from is2cloud.granules import atl03 as atl03_module
 from is2cloud.granules import orbit
 from is2cloud.granules.archive import PRESETS, load_archive, preset_specs, publish_archive, sample_data
 from is2cloud.granules.common import GENERATOR_VERSION
@@ -172,13 +173,18 @@ def test_other_seed_other_data(tmp_path, test_preset):
 def test_preset_definitions():
     book = preset_specs("book", 2018)
     atl06 = [s for s in book if s.product == "ATL06"]
-    atl03 = [s for s in book if s.product == "ATL03"]
+    atl03 = [s for s in book if s.product == "ATL03" and s.surface == "grandmesa"]
+    long03 = [s for s in book if s.product == "ATL03" and s.surface != "grandmesa"]
     assert 15 <= len(atl06) <= 30 and 6 <= len(atl03) <= 12
     assert not any(s.shortened for s in atl06) and all(s.shortened for s in atl03)
     assert {s.sc_orient for s in atl06} == {0, 1} and {s.sc_orient for s in atl03} == {0, 1}
     years = {orbit.delta_time_to_datetime(s.start_delta_time).year for s in atl06}
     assert len(years) >= 3  # a time series over years
-    assert {s.surface for s in atl06} == {"greenland"} and {s.surface for s in atl03} == {"grandmesa"}
+    assert {s.surface for s in atl06} == {"greenland"}
+    # one long Greenland ATL03 granule (kerchunk's preparation costs): the track of an ATL06 granule, ~900 km
+    assert [s.surface for s in long03] == ["greenland"] and long03[0].name.replace("ATL03", "ATL06") in {
+        s.name for s in atl06}
+    assert 800e3 < long03[0].window[1] - long03[0].window[0] <= atl03_module.MAX_WINDOW_M
     bench = preset_specs("bench", 2018)
     assert len(bench) >= 150 and {s.sc_orient for s in bench} == {0, 1}
     assert len({s.key for s in bench}) == len(bench)

@@ -276,3 +276,22 @@ def test_preparation_costs_floor(small, granules, creds, archive_cloud):
     assert whole["gets"] == 1
     assert len(kerchunk.preparation_costs(small, credentials=creds, cloud=archive_cloud, configs=configs,
                                           floor=True)) == 1
+
+
+def test_cost_granules_measure_the_long_atl03_without_no_cache(test_archive, tmp_path):
+    """The benchmark's cost rows: the ATL06 granule and a Grand Mesa ATL03 with every configuration; a
+    Greenland ATL03 (the book archive's long one) without "no cache"; none of a product the archive lacks."""
+    from is2cloud.granules import sample_data
+    from is2cloud.methods.kerchunk.bench import cost_granules
+
+    every = [label for label, _ in kerchunk.COST_CONFIGS]
+    picks = cost_granules("first", test_archive)
+    assert [g for g, _ in picks][0] == "first" and len(picks) == 2
+    assert all([label for label, _ in configs] == every for _, configs in picks)
+    assert "ATL03" in picks[1][0]["umm"]["GranuleUR"]
+    w, s, e, n = load_aoi(GREENLAND).bounds
+    greenland = sample_data((w, s, w + 0.05, s + 0.05), "ATL03", cycles=[3], out_dir=tmp_path / "g03", margin_m=0.0,
+                            workers=1, seed=3)
+    picks = cost_granules("first", greenland)
+    assert len(picks) == 2 and picks[1][0]["umm"]["GranuleUR"].startswith("ATL03")
+    assert [label for label, _ in picks[1][1]] == [label for label in every if label != "no cache"]

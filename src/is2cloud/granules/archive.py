@@ -96,10 +96,12 @@ PRESETS: dict[str, Preset] = {
         "book",
         "every Greenland ATL06 granule crossing the AOI in cycles 3, 8, 13 and 18 (2019-03 to 2023-03, both "
         "orientations), full along-track length; every Grand Mesa ATL03 granule in cycles 3 and 6, shortened "
-        "to the AOI +/- 2 km",
+        "to the AOI +/- 2 km; one long Greenland ATL03 granule (RGT 94, cycle 3, the AOI +/- 500 km within "
+        "its region: ~870 km, ~380 MB) for the cost of scanning a large granule's metadata (kerchunk)",
         (
             Request("greenland_aoi.geojson", "ATL06", (3, 8, 13, 18)),
             Request("grandmesa.geojson", "ATL03", (3, 6)),
+            Request("greenland_aoi.geojson", "ATL03", (3,), window="aoi", margin_m=500_000.0, rgts=(94,)),
         ),
     ),
     "bench": Preset(
