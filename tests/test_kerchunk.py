@@ -230,6 +230,18 @@ def test_h5cloud_keywords_are_ignored(small, creds):
     assert kerchunk.cache_of(fs, small, **kerchunk.open_options("none", 0))["cache_name"] == "none"
 
 
+def test_the_block_cache_keeps_every_block_of_a_large_object(small, creds):
+    """fsspec's block cache keeps 32 blocks unless told: 256 MiB of 8 MiB blocks, fewer than a 385 MB
+    granule has, so a scan that jumps around would fetch evicted blocks again."""
+    for size in (0, 57_000_000, 384_684_225, 7_000_000_000):
+        opts = kerchunk.open_options("blockcache", size)
+        assert opts["cache_options"]["maxblocks"] >= 32
+        assert opts["cache_options"]["maxblocks"] * opts["block_size"] >= size
+    assert kerchunk.open_options("blockcache", 384_684_225)["cache_options"]["maxblocks"] == 46
+    with creds.s3fs().open(small, **kerchunk.open_options("blockcache", 400_000_000)) as f:
+        assert type(f.cache).__name__ == "BlockCache" and f.cache.maxblocks == 48
+
+
 def test_preparation_costs(small, creds, archive_cloud):
     table = kerchunk.preparation_costs(small, credentials=creds, cloud=archive_cloud)
     assert list(table["config"]) == [c for c, _ in kerchunk.COST_CONFIGS]
@@ -289,7 +301,7 @@ def test_cost_granules_measure_the_long_atl03_without_no_cache(test_archive, tmp
     assert [g for g, _ in picks][0] == "first" and len(picks) == 2
     assert all([label for label, _ in configs] == every for _, configs in picks)
     assert "ATL03" in picks[1][0]["umm"]["GranuleUR"]
-    w, s, e, n = load_aoi(GREENLAND).bounds
+    w, s = load_aoi(GREENLAND).bounds[:2]
     greenland = sample_data((w, s, w + 0.05, s + 0.05), "ATL03", cycles=[3], out_dir=tmp_path / "g03", margin_m=0.0,
                             workers=1, seed=3)
     picks = cost_granules("first", greenland)

@@ -16,7 +16,7 @@ __all__ = ["COST_CONFIGS", "FLOOR", "cache_of", "preparation_costs"]
 COST_CONFIGS: tuple[tuple[str, str | None], ...] = (
     ("h5cloud's call (keywords ignored: s3fs read-ahead)", "h5cloud"),
     ("no cache", "none"),
-    ("block cache (earthaccess sizes)", "blockcache"),
+    ("block cache (earthaccess sizes, every block kept)", "blockcache"),
     ("whole object in one read", "all"),
     ("VirtualiZarr HDFParser", None),
 )

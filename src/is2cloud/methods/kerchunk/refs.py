@@ -50,7 +50,9 @@ def open_options(config: OpenConfig, size: int) -> dict[str, Any]:
       (both keywords belong to the ``S3FileSystem`` constructor: ``open`` ignores them, so the file uses
       s3fs's read-ahead cache; :func:`is2cloud.methods.kerchunk.costs.cache_of`);
     * ``readahead``: s3fs's defaults; ``none``: no cache (one GET per h5py read);
-    * ``blockcache``: earthaccess's block cache (4/8/16 MiB blocks by object size);
+    * ``blockcache``: a block cache with earthaccess's block sizes (4/8/16 MiB by object size) that keeps
+      every block it fetched (``maxblocks`` covers the object; fsspec keeps 32 by default, and on a
+      385 MB granule with 8 MiB blocks its evictions read the object twice);
     * ``all``: the whole object in one GET.
     """
     if config == "h5cloud":
@@ -60,7 +62,9 @@ def open_options(config: OpenConfig, size: int) -> dict[str, Any]:
     if config == "none":
         return {"mode": "rb", "cache_type": "none"}
     if config == "blockcache":
-        return {"mode": "rb", "cache_type": "blockcache", "block_size": earthaccess_block_size(size)}
+        block = earthaccess_block_size(size)
+        return {"mode": "rb", "cache_type": "blockcache", "block_size": block,
+                "cache_options": {"maxblocks": max(32, -(-size // block))}}
     if config == "all":
         return {"mode": "rb", "cache_type": "all"}
     raise ValueError(f"open_config must be one of {', '.join(OPEN_CONFIGS)}, not {config!r}")
