@@ -97,7 +97,7 @@ PRESETS: dict[str, Preset] = {
         "every Greenland ATL06 granule crossing the AOI in cycles 3, 8, 13 and 18 (2019-03 to 2023-03, both "
         "orientations), full along-track length; every Grand Mesa ATL03 granule in cycles 3 and 6, shortened "
         "to the AOI +/- 2 km; one long Greenland ATL03 granule (RGT 94, cycle 3, the AOI +/- 500 km within "
-        "its region: ~870 km, ~380 MB) for the cost of scanning a large granule's metadata (kerchunk)",
+        "its region: ~890 km, ~385 MB) for the cost of scanning a large granule's metadata (kerchunk)",
         (
             Request("greenland_aoi.geojson", "ATL06", (3, 8, 13, 18)),
             Request("grandmesa.geojson", "ATL03", (3, 6)),
